@@ -1,0 +1,76 @@
+# GENet_Res50: training, export, serving, clients. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Interpreters: found on PATH, then under pyenv; override with PYTHON311=... PYTHON37=...
+PYTHON311 ?= $(shell scripts/find_python.sh 3.11)
+PYTHON37 ?= $(shell scripts/find_python.sh 3.7)
+VENV := .venv
+VENV_LITE := .venv-lite
+PY := $(VENV)/bin/python
+PY_LITE := $(VENV_LITE)/bin/python
+
+# oneDNN picks reference kernels for 3x3/7x7 convs on AVX-512 CPUs (25-100x slower).
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+# `import mindspore` would otherwise switch protobuf to its slow pure-Python backend.
+export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION ?= upb
+export PYTHONPATH := $(CURDIR)
+
+CONFIG ?= training/configs/demo.yaml
+ARGS ?=
+CKPT ?= $(shell readlink -f runs/latest 2>/dev/null)/final.ckpt
+DATA ?= data/fmnist/val
+NAME ?= genet_res50
+FORMATS ?=
+MODELS ?= models
+PORT ?= 8500
+METRICS_PORT ?= 8501
+SERVE_ARGS ?=
+
+.PHONY: help setup protos data train train-distributed eval export serve classify bench demo stress test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+setup: $(VENV)/.installed $(VENV_LITE)/.installed protos ## create .venv (3.11, MindSpore) and .venv-lite (3.7, MindSpore Lite)
+
+$(VENV)/.installed: requirements/main.txt
+	test -x $(PY) || $(PYTHON311) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/main.txt
+	touch $@
+
+$(VENV_LITE)/.installed: requirements/lite.txt
+	test -x $(PY_LITE) || $(PYTHON37) -m venv $(VENV_LITE)
+	$(PY_LITE) -m pip install --quiet --disable-pip-version-check -r requirements/lite.txt
+	touch $@
+
+protos: genet/v1/classifier_pb2_grpc.py ## generate the gRPC stubs from protos/ (grpcio-tools 1.62.3: loads under protobuf 4.x and 7.x)
+
+genet/v1/classifier_pb2_grpc.py: protos/genet/v1/classifier.proto $(VENV_LITE)/.installed
+	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/genet/v1/classifier.proto
+
+data: $(VENV)/.installed ## build data/fmnist (Fashion-MNIST as JPEG folders) and data/photos
+	$(PY) -m training.prepare_data $(ARGS)
+
+train: setup ## train CONFIG (default: the demo config); ARGS="key=value ..." overrides
+	$(PY) -m training.train --config $(CONFIG) $(ARGS)
+
+train-distributed: setup ## data-parallel training with msrun on WORKERS local CPU workers
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH msrun --worker_num=$(or $(WORKERS),2) --local_worker_num=$(or $(WORKERS),2) \
+	  --master_port=$(or $(MASTER_PORT),8118) --log_dir=runs/msrun_logs --join=True \
+	  training/train.py --config $(CONFIG) distributed=true $(ARGS)
+
+eval: setup ## evaluate CKPT on DATA: top1, top5 and the number of images
+	$(PY) -m training.evaluate --ckpt $(CKPT) --data $(DATA) $(ARGS)
+
+export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om)
+	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
+
+serve: setup ## serve the latest exported models on PORT with MindSpore Lite
+	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+
+clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
+	rm -rf $(VENV) $(VENV_LITE) genet build .pytest_cache
+
+test: setup ## run the test suite (sets up everything it needs)
+	$(PY) -m pytest tests $(ARGS)

@@ -1,0 +1,112 @@
+"""End-to-end export through `python -m export`: version directory, manifest, versions, errors."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export.manifest import sha256_of
+from export.verify import TOLERANCE
+from training.presets import EvalPreset
+
+MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "labels_file",
+                 "input", "output", "preprocessing", "files", "skipped", "source_checkpoint",
+                 "runtime_versions", "verification"}
+CORE_FILES = {"mindir": "model.mindir", "onnx": "model.onnx", "mslite": "model.ms"}
+
+
+def test_last_line_is_the_first_version_directory(exported):
+    assert exported["dir"] == exported["repository"] / "tiny" / "1"
+    assert exported["dir"].is_dir()
+
+
+def test_every_format_available_here_is_written(exported):
+    names = {p.name for p in exported["dir"].iterdir()}
+    assert set(CORE_FILES.values()) | {"manifest.json", "labels.txt"} <= names
+    files = exported["manifest"]["files"]
+    assert set(CORE_FILES) <= set(files)
+    for fmt, reason in exported["manifest"]["skipped"].items():
+        assert fmt in ("air", "om") and reason and fmt not in files
+    if shutil.which("atc") is None:
+        assert "atc" in exported["manifest"]["skipped"]["om"]
+
+
+def test_manifest_describes_the_model_and_its_files(exported, tiny_model, export_seed):
+    manifest, version_dir = exported["manifest"], exported["dir"]
+    assert set(manifest) == MANIFEST_KEYS
+    assert (manifest["schema_version"], manifest["name"], manifest["version"]) == (1, "tiny", 1)
+    assert {k: manifest["model"][k] for k in tiny_model} == tiny_model
+    assert (manifest["model"]["extra"], manifest["model"]["mlp"]) == (True, False)
+    size = tiny_model["image_size"]
+    assert manifest["input"] == {"name": "x", "dtype": "float32", "shape": [-1, 3, size, size],
+                                 "layout": "NCHW"}
+    assert manifest["output"]["shape"] == [-1, tiny_model["num_classes"]]
+    assert manifest["preprocessing"] == EvalPreset(image_size=size).to_manifest()
+    for fmt, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256_of(version_dir / entry["path"]), fmt
+        assert entry["batch"] == "dynamic" and entry["input_layout"] == "NCHW", fmt
+    assert manifest["source_checkpoint"] == {"path": None, "sha256": "random-init", "seed": export_seed}
+    assert manifest["runtime_versions"]["mindspore_lite"] == "2.0.0"
+    labels = (version_dir / manifest["labels_file"]).read_text().splitlines()
+    assert labels == [f"class_{i}" for i in range(tiny_model["num_classes"])]
+
+
+def test_manifest_records_passed_verification(exported):
+    verification = exported["manifest"]["verification"]
+    assert verification["batch_sizes"] == [1, 7] and verification["tolerance"] == TOLERANCE
+    assert set(verification["results"]) == set(CORE_FILES)
+    for fmt, result in verification["results"].items():
+        assert result["passed"] and result["top1_equal"], fmt
+        assert 0 <= result["max_abs_diff"] <= TOLERANCE, fmt
+
+
+def test_checkpoint_export_is_version_2_and_leaves_version_1_untouched(exported, tiny_run_dir,
+                                                                       export_cli):
+    version_1 = exported["dir"]
+    before = {p.name: p.read_bytes() for p in version_1.iterdir()}
+    ckpt = tiny_run_dir / "final.ckpt"
+    result = export_cli("--ckpt", ckpt, "--repository", exported["repository"], "--name", "tiny",
+                        "--formats", "mindir")
+    assert result.returncode == 0, result.stderr[-3000:]
+    version_2 = Path(result.stdout.strip().splitlines()[-1])
+    assert version_2 == version_1.parent / "2"
+    assert {p.name for p in version_2.iterdir()} == {"model.mindir", "manifest.json", "labels.txt"}
+    assert {p.name: p.read_bytes() for p in version_1.iterdir()} == before
+    manifest = json.loads((version_2 / "manifest.json").read_text())
+    assert manifest["version"] == 2
+    assert manifest["source_checkpoint"] == {"path": str(ckpt), "sha256": sha256_of(ckpt)}
+    assert (version_2 / "labels.txt").read_text() == (tiny_run_dir / "labels.txt").read_text()
+    assert manifest["verification"]["results"]["mindir"]["max_abs_diff"] == 0.0
+
+
+def test_failed_export_leaves_no_version_behind(tmp_path, tiny_config, export_cli):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    result = export_cli("--random-init", "--config", tiny_config, "--repository",
+                            tmp_path / "models", "--name", "tiny", "--formats", "mindir",
+                            "--verify-images", empty)
+    assert result.returncode == 1
+    assert "no images" in result.stderr
+    assert list((tmp_path / "models" / "tiny").iterdir()) == []
+
+
+def test_corrupt_checkpoint_fails_with_one_clear_line(tmp_path, tiny_config, export_cli):
+    bad = tmp_path / "final.ckpt"
+    bad.write_bytes(b"this is not a checkpoint\n" * 20)
+    result = export_cli("--ckpt", bad, "--config", tiny_config, "--repository",
+                            tmp_path / "models")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("export failed:") and "not a readable MindSpore checkpoint" in last
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(shutil.which("atc") is not None, reason="CANN atc is installed here")
+def test_om_requested_without_atc_fails_clearly(tmp_path, tiny_config, export_cli):
+    result = export_cli("--random-init", "--config", tiny_config, "--repository",
+                            tmp_path / "models", "--formats", "mindir,om")
+    assert result.returncode == 1
+    assert "format om was requested but cannot be produced here: CANN atc not found" \
+        in result.stderr
+    assert not (tmp_path / "models").exists()

@@ -1,0 +1,1 @@
+"""Clients of the GENet classification service: client library, command line and benchmark."""

@@ -1,0 +1,1 @@
+"""Benchmark of a GENet server: latency and throughput sweeps, accuracy, offline baseline, report."""

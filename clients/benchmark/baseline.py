@@ -1,0 +1,46 @@
+"""The offline baseline: clients.offline run in the backend's own environment, its JSON read back."""
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from clients.benchmark.servers import REPO_ROOT, default_server_python
+
+logger = logging.getLogger(__name__)
+
+
+def run_offline(
+    model_dir: Path,
+    backend: str,
+    batch_sizes: Sequence[int],
+    images: Sequence[Path],
+    seconds: float,
+    threads: Optional[int] = None,
+    device: str = "cpu",
+    device_id: int = 0,
+    python: Optional[str] = None,
+    expected_sha256: str = "",
+) -> List[dict]:
+    """Offline throughput and latency per batch size of the model in model_dir, without gRPC.
+
+    Runs `python -m clients.offline` with the backend's interpreter (.venv-lite for mslite),
+    so the same runtime and serving's own preprocessing and backend classes are measured.
+    expected_sha256 (the server's model_sha256), when given, must match the file measured.
+    """
+    command = [python or default_server_python(backend), "-m", "clients.offline", "--model-dir", str(model_dir),
+               "--backend", backend, "--device", device, "--device-id", str(device_id),
+               "--batch-sizes", ",".join(str(b) for b in sorted(set(batch_sizes))), "--seconds", str(seconds)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    command += [str(path) for path in images]
+    logger.info("offline baseline: %s", " ".join(command[:12]))
+    completed = subprocess.run(command, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, check=False,
+                               timeout=600 + 2 * seconds * len(batch_sizes))
+    if completed.returncode != 0:
+        raise RuntimeError("offline baseline failed with exit status {}".format(completed.returncode))
+    report = json.loads(completed.stdout.decode("utf-8").strip().splitlines()[-1])
+    if expected_sha256 and report["sha256"] != expected_sha256:
+        raise RuntimeError("offline baseline measured {} (sha256 {}), not the served model (sha256 {})".format(
+            report["model_file"], report["sha256"], expected_sha256))
+    return report["results"]

@@ -1,0 +1,173 @@
+"""Command line of the benchmark: parse the options, run every part, write and print the report."""
+import argparse
+import contextlib
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from google.protobuf import json_format
+
+from clients.benchmark.accuracy import list_images, measure_accuracy
+from clients.benchmark.baseline import run_offline
+from clients.benchmark.progress import ProgressLine
+from clients.benchmark.report import format_summary, write_report
+from clients.benchmark.runner import LoadPlan, add_efficiency, build_requests, offline_batch_size, run_levels
+from clients.benchmark.servers import ServerProcess, ServerSpec
+from clients.client import ClientError
+from clients.options import add_connection_arguments, client_from_args
+
+logger = logging.getLogger("clients.benchmark")
+LOAD_IMAGES = 16
+
+
+def _ints(text: str) -> List[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _floats(text: str) -> List[float]:
+    return [float(part) for part in text.split(",") if part]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m clients.benchmark",
+        description="Throughput, latency and accuracy of a GENet server, against an offline baseline. "
+        "Benchmark a running server (--target) or start one per --max-batch-size value (--start-server).")
+    load = parser.add_argument_group("load")
+    load.add_argument("--concurrency", type=_ints, help="closed-loop levels, e.g. 1,2,4,8,16 (the default "
+                      "unless --rate is given)")
+    load.add_argument("--rate", type=_floats, default=[], help="open-loop levels in requests/s, e.g. 20,40")
+    load.add_argument("--images-per-request", type=int, default=1)
+    load.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
+    load.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per level (default 10)")
+    load.add_argument("--images", nargs="+", type=Path, default=[], metavar="PATH",
+                      help="images (files or folders) for the load (default: {} images of --data)".format(LOAD_IMAGES))
+    parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
+    servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
+    servers.add_argument("--start-server", action="store_true", help="start `python -m serving` per max batch size")
+    servers.add_argument("--model-repository", type=Path, help="models served (and measured offline)")
+    servers.add_argument("--backend", choices=("mslite", "mindspore"), default="mslite")
+    servers.add_argument("--server-python", help="interpreter of the servers and the offline baseline "
+                         "(default: .venv-lite/bin/python for mslite, this one for mindspore)")
+    servers.add_argument("--max-batch-size", type=_ints, default=[], help="e.g. 1,16: one server each")
+    servers.add_argument("--threads", type=int, help="inference threads of the servers and the baseline")
+    servers.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                         help="extra server option, e.g. --server-arg=--max-queue-delay-ms=2 (repeatable)")
+    servers.add_argument("--label", default="server", help="name of a --target server in the report")
+    servers.add_argument("--metrics-url", help="/metrics URL of a --target server (mean batch sizes)")
+    servers.add_argument("--offline-batch-sizes", type=_ints, help="default: the batch sizes of the runs")
+    servers.add_argument("--offline-seconds", type=float, default=5.0, help="measured seconds per batch size")
+    servers.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
+    add_connection_arguments(parser, target_required=False)
+    args = parser.parse_args(argv)
+    if bool(args.start_server) == bool(args.target):
+        parser.error("give exactly one of --target and --start-server")
+    if args.start_server and not args.model_repository:
+        parser.error("--start-server needs --model-repository")
+    if not args.images and not args.data:
+        parser.error("give --images or --data: the load needs images")
+    if args.concurrency is None:
+        args.concurrency = [] if args.rate else [1, 2, 4, 8, 16]
+    return args
+
+
+def load_images(args: argparse.Namespace) -> List[Path]:
+    """The images the load requests are made of: --images (folders searched), or spread over --data."""
+    if not args.images:
+        found = [path for path, _ in list_images(args.data)]
+        step = max(1, len(found) // LOAD_IMAGES)
+        return found[::step][:LOAD_IMAGES]
+    paths = []
+    for path in args.images:
+        paths.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return paths
+
+
+def server_specs(args: argparse.Namespace) -> List[ServerSpec]:
+    """One ServerSpec per --max-batch-size value (one with the server's default when none is given)."""
+    common = list(args.server_arg) + (["--threads", str(args.threads)] if args.threads else [])
+    sizes = args.max_batch_size or [None]
+    return [ServerSpec(label="mbs{}".format(size) if size else "server", model_repository=args.model_repository,
+                       backend=args.backend, python=args.server_python,
+                       options=tuple(common + (["--max-batch-size", str(size)] if size else [])))
+            for size in sizes]
+
+
+def message_dict(message) -> dict:
+    """A protobuf message as a JSON-ready dict with the .proto's field names, default values included."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+@contextlib.contextmanager
+def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
+    """(label, target addresses, metrics URL) of the server to measure, started first when spec is given."""
+    if spec is None:
+        yield args.label, args.target, args.metrics_url
+        return
+    with ServerProcess(spec, args.out / "server-{}.log".format(spec.label)) as server:
+        yield spec.label, [server.target], server.metrics_url
+
+
+def measure_servers(args, images, progress) -> dict:
+    """Runs the load levels on every server, accuracy on the last: runs, servers, last model info, accuracy."""
+    plan = LoadPlan(args.concurrency, args.rate, args.images_per_request, args.warmup, args.duration, args.timeout)
+    requests = build_requests(images, args.images_per_request)
+    measured = {"runs": [], "servers": [], "accuracy": None, "info": None}
+    specs = server_specs(args) if args.start_server else [None]
+    for index, spec in enumerate(specs):
+        with endpoint(args, spec) as (label, target, metrics_url):
+            with client_from_args(args, target) as client:
+                info = measured["info"] = client.model_info()
+                measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
+                                            "batching": message_dict(info.batching)})
+                measured["runs"] += run_levels(client, requests, plan, label, info.batching.max_batch_size or None,
+                                               metrics_url, progress)
+                if args.data and index == len(specs) - 1:
+                    chunk = min(16, info.limits.max_images_per_request or 16)
+                    measured["accuracy"] = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
+                                                            progress.count("{} accuracy".format(label)))
+                    progress.done()
+    return measured
+
+
+def measure_offline(args, info, runs, images) -> List[dict]:
+    """The offline baseline at the runs' batch sizes; [] when skipped or failed (the runs are kept)."""
+    if args.no_offline or not args.model_repository:
+        logger.warning("offline baseline skipped (%s)", "--no-offline" if args.no_offline else "no --model-repository")
+        return []
+    sizes = args.offline_batch_sizes or sorted({b for b in map(offline_batch_size, runs) if b})
+    model_dir = args.model_repository / info.name / info.version
+    try:
+        return run_offline(model_dir, info.backend or args.backend, sizes or [1], images, args.offline_seconds,
+                           args.threads, info.device or "cpu", info.device_id, args.server_python, info.model_sha256)
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+        logger.error("offline baseline failed, reported without it: %s", error)
+        return []
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the benchmark; returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress = ProgressLine()
+    try:
+        images = load_images(args)
+        measured = measure_servers(args, images, progress)
+        offline = measure_offline(args, measured["info"], measured["runs"], images)
+    except (ClientError, OSError, RuntimeError, ValueError) as error:
+        progress.done()
+        print("error: {}".format(error), file=sys.stderr)
+        return 1
+    add_efficiency(measured["runs"], offline)
+    server = message_dict(measured["info"])
+    report = {"runs": measured["runs"], "offline": offline, "accuracy": measured["accuracy"], "server": server,
+              "servers": measured["servers"], "images": [str(p) for p in images]}
+    paths = write_report(report, args.out)
+    print(format_summary(report))
+    print("\nreport: " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,139 @@
+"""The benchmark report: a terminal summary, and JSON, CSV and a PNG plot written to a folder."""
+import csv
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
+CSV_FIELDS = ("source", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
+              "throughput_rps") + tuple("latency_" + k + "_ms" for k in LATENCY_KEYS) + (
+              "mean_batch_size", "offline_batch_size", "efficiency", "errors")
+
+
+def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[str, Path]:
+    """Writes <stem>.json, <stem>.csv and <stem>.png under out_dir; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / "{}.{}".format(stem, kind) for kind in ("json", "csv", "png")}
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    write_csv(report, paths["csv"])
+    plot(report, paths["png"])
+    return paths
+
+
+def _level(run: dict) -> str:
+    return "c={}".format(run["concurrency"]) if "concurrency" in run else "r={:g}/s".format(run["rate"])
+
+
+def csv_rows(report: dict) -> List[dict]:
+    """One row per server run and per offline batch size."""
+    rows = []
+    for run in report["runs"]:
+        rows.append(dict(
+            source=run["server"], max_batch_size=run.get("max_batch_size"), mode=run["mode"],
+            level=run.get("concurrency", run.get("rate")), images_per_request=run["images_per_request"],
+            throughput_ips=run["throughput_ips"], throughput_rps=run["throughput_rps"],
+            mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
+            efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
+            **{"latency_{}_ms".format(k): run["latency_ms"][k] for k in LATENCY_KEYS}))
+    for entry in report["offline"]:
+        rows.append(dict(
+            source="offline", mode="offline", level=entry["batch_size"], images_per_request=entry["batch_size"],
+            throughput_ips=entry["throughput_ips"], throughput_rps=entry["throughput_ips"] / entry["batch_size"],
+            **{"latency_{}_ms".format(k): entry["latency_ms"][k] for k in LATENCY_KEYS}))
+    return rows
+
+
+def write_csv(report: dict, path: Path) -> None:
+    """The CSV rows of the report."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(csv_rows(report))
+
+
+def plot(report: dict, path: Path) -> None:
+    """Latency percentiles against throughput, one colour per server setting, offline as stars."""
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    servers = list(dict.fromkeys(run["server"] for run in report["runs"]))
+    styles = {"p50": "-", "p90": "--", "p99": ":"}
+    markers = {"concurrency": "o", "rate": "s"}
+    for (server, mode), runs in _series(report["runs"]).items():
+        colour = colours[servers.index(server) % len(colours)]
+        for key, style in styles.items():
+            axes.plot([r["throughput_ips"] for r in runs], [r["latency_ms"][key] for r in runs], style,
+                      marker=markers[mode], color=colour, label="{} {} {}".format(server, mode, key))
+        for run in runs:
+            axes.annotate(_level(run), (run["throughput_ips"], run["latency_ms"]["p50"]),
+                          textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
+    for entry in report["offline"]:
+        axes.plot(entry["throughput_ips"], entry["latency_ms"]["p50"], "*", markersize=12, color="black")
+        axes.annotate("offline b={}".format(entry["batch_size"]), (entry["throughput_ips"], entry["latency_ms"]["p50"]),
+                      textcoords="offset points", xytext=(6, 4), fontsize=7)
+    server = report.get("server", {})
+    axes.set_title("{} v{} ({} backend): latency against throughput".format(
+        server.get("name", "?"), server.get("version", "?"), server.get("backend", "?")))
+    axes.set_xlabel("throughput (images/s)")
+    axes.set_ylabel("latency (ms)")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7, ncol=max(1, len(servers)))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _series(runs: List[dict]) -> Dict[tuple, List[dict]]:
+    """Runs with a latency, grouped by (server, mode) in load order: one plotted line each."""
+    series: Dict[tuple, List[dict]] = {}
+    for run in runs:
+        if run["latency_ms"]["p50"] is not None:
+            series.setdefault((run["server"], run["mode"]), []).append(run)
+    return series
+
+
+def _cell(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return "{:.{}f}".format(value, digits) if isinstance(value, float) else str(value)
+
+
+def format_summary(report: dict) -> str:
+    """The report as aligned text tables: server runs, offline baseline, accuracy."""
+    header = ("server", "mbs", "load", "img/req", "img/s", "req/s", "p50", "p90", "p95", "p99", "max",
+              "batch", "eff", "errors")
+    rows = [(run["server"], _cell(run.get("max_batch_size")), _level(run), str(run["images_per_request"]),
+             _cell(run["throughput_ips"]), _cell(run["throughput_rps"]),
+             *(_cell(run["latency_ms"][k]) for k in LATENCY_KEYS), _cell(run.get("mean_batch_size")),
+             _cell(run.get("efficiency"), 2), _errors(run["errors"])) for run in report["runs"]]
+    lines = ["server runs (latency in ms; batch = mean server batch; eff = img/s / offline img/s at the "
+             "same batch size)"] + _table(header, rows)
+    if report["offline"]:
+        lines += ["", "offline baseline (same model and backend in-process, no gRPC: preprocess + infer)"]
+        lines += _table(("batch", "img/s", "p50", "p99", "max", "preprocess", "infer"), [
+            (str(e["batch_size"]), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
+             _cell(e["latency_ms"]["p99"]), _cell(e["latency_ms"]["max"]), _cell(e.get("preprocess_ms")),
+             _cell(e.get("infer_ms"))) for e in report["offline"]])
+    accuracy = report.get("accuracy")
+    if accuracy:
+        lines += ["", "accuracy through the server over {}: top-1 {:.2%} ({}/{}), top-5 {:.2%} ({}/{}), "
+                  "{} failed".format(accuracy["data"], accuracy["top1"], accuracy["top1_correct"],
+                                     accuracy["images"], accuracy["top5"], accuracy["top5_correct"],
+                                     accuracy["images"], accuracy["failed"])]
+    return "\n".join(lines)
+
+
+def _errors(errors: dict) -> str:
+    return ", ".join("{} {}".format(code, count) for code, count in errors.items()) or "0"
+
+
+def _table(header, rows) -> List[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in [header, *rows]]

@@ -1,0 +1,30 @@
+"""Reads a server's Prometheus /metrics: request counts and the batch sizes it actually ran."""
+import urllib.request
+from typing import Dict, Optional, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+def scrape(metrics_url: str, timeout_s: float = 5.0) -> Samples:
+    """Every sample of the endpoint, keyed by (sample name, sorted label pairs)."""
+    with urllib.request.urlopen(metrics_url, timeout=timeout_s) as reply:
+        text = reply.read().decode("utf-8")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The value of one sample, 0 when the server has not exported it yet."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def mean_batch_size(before: Samples, after: Samples) -> Optional[float]:
+    """Mean images per inference batch between two scrapes, None when no batch ran."""
+    batches = value(after, "genet_batch_size_count") - value(before, "genet_batch_size_count")
+    images = value(after, "genet_batch_size_sum") - value(before, "genet_batch_size_sum")
+    return round(images / batches, 3) if batches > 0 else None

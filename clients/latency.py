@@ -1,0 +1,16 @@
+"""Latency percentiles as reported everywhere in the clients: p50/p90/p95/p99/max and mean, in ms."""
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> Dict[str, Optional[float]]:
+    """p50/p90/p95/p99/max and mean of latencies in ms (None each when there are none)."""
+    keys = ["p{}".format(p) for p in PERCENTILES] + ["max", "mean"]
+    if len(latencies_ms) == 0:
+        return dict.fromkeys(keys)
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    numbers = list(np.percentile(values, PERCENTILES)) + [values.max(), values.mean()]
+    return {key: round(float(number), 3) for key, number in zip(keys, numbers)}

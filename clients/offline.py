@@ -1,0 +1,105 @@
+"""Offline baseline: the served model with serving's own preprocessing and backend, in-process, no gRPC.
+
+    python -m clients.offline --model-dir models/genet_res50/1 --backend mslite --batch-sizes 1,16 IMAGE...
+
+Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
+{"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
+"latency_ms", "preprocess_ms", "infer_ms", "iterations"}]}. Each iteration preprocesses
+batch_size images (decode, resize, crop, normalise) and runs them as one batch, sequentially in
+one thread: what one inference call costs end to end without a server around it.
+"""
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from clients.latency import latency_summary
+from serving.backends import Backend, create_backend
+from serving.manifest import read_manifest
+from serving.preprocessing import Preprocessor
+from serving.settings import Settings
+
+LOG = logging.getLogger("clients.offline")
+MIN_ITERATIONS = 3
+
+
+def measure_batch_size(backend: Backend, preprocess: Preprocessor, images: List[bytes], batch_size: int,
+                       seconds: float) -> dict:
+    """Throughput and latency of preprocess + infer at one batch size, for about `seconds`."""
+    backend.predict(np.stack([preprocess(images[0])] * batch_size))  # resize and warm this batch size
+    preprocess_s, infer_s = [], []
+    start = time.monotonic()
+    offset = 0
+    while len(infer_s) < MIN_ITERATIONS or time.monotonic() - start < seconds:
+        began = time.perf_counter()
+        batch = np.stack([preprocess(images[(offset + i) % len(images)]) for i in range(batch_size)])
+        preprocessed = time.perf_counter()
+        backend.predict(batch)
+        preprocess_s.append(preprocessed - began)
+        infer_s.append(time.perf_counter() - preprocessed)
+        offset += batch_size
+    total = [p + i for p, i in zip(preprocess_s, infer_s)]
+    return {
+        "batch_size": batch_size,
+        "throughput_ips": round(batch_size * len(total) / sum(total), 3),
+        "latency_ms": latency_summary([t * 1000.0 for t in total]),
+        "preprocess_ms": round(1000.0 * sum(preprocess_s) / len(total), 3),
+        "infer_ms": round(1000.0 * sum(infer_s) / len(total), 3),
+        "iterations": len(total),
+    }
+
+
+def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_paths: Sequence[str],
+        seconds: float, threads: int, device: str, device_id: int) -> dict:
+    """Loads the model like the server does and measures every batch size."""
+    manifest = read_manifest(model_dir)
+    model_file = manifest.model_file(backend_name)
+    backend = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
+    preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
+    images = []
+    for path in image_paths:
+        with open(path, "rb") as handle:
+            images.append(handle.read())
+    try:
+        results = []
+        for size in batch_sizes:
+            results.append(measure_batch_size(backend, preprocess, images, size, seconds))
+            LOG.info("offline batch %d: %.1f img/s", size, results[-1]["throughput_ips"])
+    finally:
+        backend.close()
+    return {"model_file": model_file.path, "sha256": model_file.sha256, "runtime_version": backend.runtime_version,
+            "results": results}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line options."""
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m clients.offline", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--model-dir", required=True, help="a model version directory (with manifest.json)")
+    parser.add_argument("--backend", default=defaults.backend, choices=("mslite", "mindspore"))
+    parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,16")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per batch size")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="runtime threads (as the server)")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--device-id", type=int, default=defaults.device_id)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the baseline and prints its JSON line."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sizes = [int(size) for size in args.batch_sizes.split(",") if size]
+    report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
+                 args.device_id)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

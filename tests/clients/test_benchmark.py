@@ -1,0 +1,89 @@
+"""The benchmark end to end: servers it starts itself, a running server, the report files."""
+import csv
+import json
+
+import pytest
+
+from clients.benchmark.cli import main
+
+LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
+
+
+def _check_latency(latency):
+    values = [latency[key] for key in LATENCY_KEYS]
+    assert all(value > 0 for value in values)
+    assert values == sorted(values)
+
+
+@pytest.fixture
+def labelled_folder(tmp_path, images, labels):
+    """An ImageNet-layout folder: two classes named by the model's labels, two images each, one broken file."""
+    root = tmp_path / "val"
+    for class_index, label in enumerate(labels[:2]):
+        (root / label).mkdir(parents=True)
+        for image_index in range(2):
+            source = images[2 * class_index + image_index]
+            (root / label / "img{}.jpg".format(image_index)).write_bytes(open(source, "rb").read())
+    (root / labels[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_repository, images,
+                                                                       labelled_folder, tmp_path):
+    out = tmp_path / "report"
+    status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "1,4",
+                   "--concurrency", "1,4", "--warmup", "0.3", "--duration", "1", "--images", *images,
+                   "--data", str(labelled_folder), "--offline-seconds", "0.3", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    assert {"runs", "offline", "accuracy", "server"} <= set(report)
+
+    runs = report["runs"]
+    assert [(r["server"], r["max_batch_size"], r["concurrency"]) for r in runs] == [
+        ("mbs1", 1, 1), ("mbs1", 1, 4), ("mbs4", 4, 1), ("mbs4", 4, 4)]
+    for run in runs:
+        assert run["errors"] == {} and run["successful"] == run["requests"] > 0
+        assert run["throughput_ips"] > 0 and run["throughput_ips"] == pytest.approx(run["throughput_rps"])
+        _check_latency(run["latency_ms"])
+        assert run["offline_batch_size"] == min(run["concurrency"], run["max_batch_size"])
+        assert run["efficiency"] > 0
+    assert [r["mean_batch_size"] for r in runs if r["server"] == "mbs1"] == [1.0, 1.0]
+
+    assert [entry["batch_size"] for entry in report["offline"]] == [1, 4]
+    for entry in report["offline"]:
+        assert entry["throughput_ips"] > 0 and entry["iterations"] >= 3
+        _check_latency(entry["latency_ms"])
+
+    accuracy = report["accuracy"]
+    assert (accuracy["images"], accuracy["failed"], accuracy["classes"]) == (5, 1, 2)
+    assert accuracy["top1_correct"] <= accuracy["top5_correct"] <= 4
+    assert accuracy["top5"] == accuracy["top5_correct"] / 5
+
+    assert report["server"]["num_classes"] == len(report["server"]["labels"]) > 0
+    assert [s["batching"]["max_batch_size"] for s in report["servers"]] == [1, 4]
+    assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "benchmark.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["source"] for row in rows] == ["mbs1", "mbs1", "mbs4", "mbs4", "offline", "offline"]
+
+
+def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tmp_path):
+    out = tmp_path / "report"
+    status = main(["--target", server.address, "--label", "shared", "--metrics-url",
+                   "http://127.0.0.1:{}/metrics".format(server.metrics_port),
+                   "--rate", "20", "--warmup", "0.2", "--duration", "1", "--images", *images[:2],
+                   "--images-per-request", "2", "--no-offline", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    (run,) = report["runs"]
+    assert (run["server"], run["mode"], run["rate"], run["images_per_request"]) == ("shared", "rate", 20.0, 2)
+    assert run["requests"] == 20 and run["errors"] == {}
+    _check_latency(run["latency_ms"])
+    assert run["efficiency"] is None and report["offline"] == [] and report["accuracy"] is None
+
+
+def test_unreachable_target_fails_with_one_message(free_port, images, tmp_path, capsys):
+    status = main(["--target", "127.0.0.1:{}".format(free_port), "--retries", "0", "--images", images[0],
+                   "--out", str(tmp_path)])
+    assert status == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""GENet_Res50 structure: parameter counts, gather kernels, BN settings and forward shapes."""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from training.config import ModelConfig
+from training.model import GENetResNet50, build_model, count_trainable_parameters, stage_sides, \
+    variant_flags
+
+
+@pytest.fixture(autouse=True, scope="module")
+def graph_mode():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+
+
+@pytest.mark.parametrize("extra, mlp, expected", [
+    (False, False, 25_557_032),   # theta-minus (MindSpore-counted reference)
+    (False, True, 28_071_976),    # extra False + mlp True: 28.072M analytic
+    (True, False, 31_071_272),    # theta: 31.071M analytic
+    (True, True, 33_586_216),     # theta-plus (MindSpore-counted reference)
+])
+def test_trainable_parameters_match_reference(extra, mlp, expected):
+    count = count_trainable_parameters(GENetResNet50(extra=extra, mlp=mlp))
+    assert count == expected
+
+
+@pytest.mark.parametrize("variant, flags", [
+    ("theta_minus", (False, False)), ("theta", (True, False)), ("theta_plus", (True, True))])
+def test_variant_flags(variant, flags):
+    assert variant_flags(variant) == flags
+
+
+def test_unknown_variant_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid: theta_minus, theta, theta_plus"):
+        variant_flags("theta_max")
+
+
+def test_stage_sides_follow_image_size():
+    assert stage_sides(224) == [56, 28, 14, 7]
+    assert stage_sides(64) == [16, 8, 4, 2]
+    assert stage_sides(50) == [13, 7, 4, 2]
+
+
+def _gather_convs(network):
+    return [(name, cell) for name, cell in network.cells_and_names()
+            if isinstance(cell, nn.Conv2d) and ".gather." in f".{name}"]
+
+
+def test_gather_kernels_cover_the_map_at_224():
+    network = GENetResNet50(extra=True, mlp=False, width_multiplier=0.125, num_classes=10)
+    kernels = {}
+    for name, conv in _gather_convs(network):
+        kernels.setdefault(name.split(".")[0], set()).add((conv.kernel_size, conv.group > 1))
+    # stage 1: dense 3x3/2 (56 -> 28) then depthwise 28x28; later stages depthwise only.
+    assert kernels == {"layer1": {((3, 3), False), ((28, 28), True)}, "layer2": {((28, 28), True)},
+                       "layer3": {((14, 14), True)}, "layer4": {((7, 7), True)}}
+
+
+def test_gather_kernels_derived_from_small_image_size():
+    network = GENetResNet50(extra=True, mlp=True, width_multiplier=0.25, image_size=64,
+                            num_classes=10)
+    sizes = sorted({conv.kernel_size[0] for _, conv in _gather_convs(network)})
+    assert sizes == [2, 4, 8, 16]  # maps below 56 need no dense downsampling conv
+
+
+def test_batch_norm_settings_follow_reference():
+    network = GENetResNet50(extra=True, mlp=True, width_multiplier=0.125, num_classes=10)
+    bns = dict((name, cell) for name, cell in network.cells_and_names()
+               if isinstance(cell, nn.BatchNorm2d))
+
+    def settings(name):  # MindSpore stores 1 - momentum (momentum = weight of the old value)
+        return round(bns[name].eps, 6), round(1.0 - float(bns[name].momentum), 6)
+    assert settings("stem.1") == (1e-4, 0.95)
+    assert settings("layer1.0.body.0.1") == (1e-5, 0.997)
+    assert settings("layer2.0.shortcut.1") == (1e-5, 0.997)
+    assert settings("layer1.0.gather.body.1") == (1e-5, 0.9)
+
+
+def test_forward_shape_at_224():
+    network = build_model(ModelConfig(variant="theta_plus", num_classes=7, width_multiplier=0.125))
+    network.set_train(False)
+    logits = network(ms.Tensor(np.random.rand(2, 3, 224, 224).astype(np.float32)))
+    assert logits.shape == (2, 7)
+    assert np.isfinite(logits.asnumpy()).all()
+
+
+@pytest.mark.parametrize("variant, image_size", [("theta_plus", 48), ("theta_minus", 50),
+                                                 ("theta", 64)])
+def test_forward_shape_at_small_sizes(variant, image_size):
+    network = build_model(ModelConfig(variant=variant, num_classes=10, image_size=image_size,
+                                      width_multiplier=0.25))
+    network.set_train(False)
+    logits = network(ms.Tensor(np.random.rand(3, 3, image_size, image_size).astype(np.float32)))
+    assert logits.shape == (3, 10)
+
+
+def test_width_multiplier_scales_channels():
+    network = GENetResNet50(extra=False, mlp=False, width_multiplier=0.25, num_classes=10)
+    assert network.fc.in_channels == 512
+    assert network.stem[0].out_channels == 16

@@ -1,0 +1,80 @@
+"""MindSpore backend: the manifest's MINDIR (dynamic batch) through mindspore.load + nn.GraphCell.
+
+MindSpore compiles a graph for every new input shape (seconds on CPU), so batches are padded to
+a power of two no larger than the maximum batch: the warm-up compiles each of those few shapes
+before the server reports SERVING, and no request ever waits for a compile.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import List
+
+# oneDNN picks reference kernels for 3x3/7x7 convolutions on AVX-512 CPUs (25-100x slower);
+# read when MindSpore loads, so it must be set before the import.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
+from mindspore import nn  # noqa: E402
+
+from serving.backends import Backend, BackendError  # noqa: E402
+from serving.manifest import ModelFile  # noqa: E402
+
+LOG = logging.getLogger(__name__)
+_TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}
+
+
+def create(model_file: ModelFile, *, device: str, device_id: int, threads: int) -> "MindSporeBackend":
+    """Select the device, load the MINDIR and wrap it in a GraphCell."""
+    try:
+        _configure_runtime(device, device_id, threads)
+    except (RuntimeError, ValueError) as error:
+        raise BackendError("MindSpore cannot use {} device {}: {}".format(device, device_id, error)) from None
+    return MindSporeBackend(model_file)
+
+
+@functools.lru_cache(maxsize=None)
+def _configure_runtime(device: str, device_id: int, threads: int) -> None:
+    """Process-wide MindSpore settings; MindSpore refuses to set the thread count twice, so once."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(_TARGETS[device], device_id)
+    if device == "cpu":
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+
+
+def padded_batch_size(size: int) -> int:
+    """The compiled batch size a batch of `size` images runs at: the next power of two."""
+    padded = 1
+    while padded < size:
+        padded *= 2
+    return padded
+
+
+class MindSporeBackend(Backend):
+    """A MINDIR GraphCell; batches are zero-padded to a power of two (images are independent)."""
+
+    runtime_version = "mindspore {}".format(ms.__version__)
+
+    def __init__(self, model_file: ModelFile) -> None:
+        if model_file.input_layout != "NCHW":
+            raise BackendError("the MINDIR input layout must be NCHW, got {}".format(model_file.input_layout))
+        try:
+            self._cell = nn.GraphCell(ms.load(model_file.path))
+        except (RuntimeError, ValueError) as error:
+            raise BackendError("MindSpore cannot load {}: {}".format(model_file.path, error)) from None
+        LOG.info("MindSpore model %s loaded", model_file.path)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for an NCHW batch, run at the padded batch size."""
+        size = batch.shape[0]
+        padded = padded_batch_size(size)
+        if padded != size:
+            batch = np.concatenate([batch, np.zeros((padded - size,) + batch.shape[1:], batch.dtype)])
+        logits = self._cell(ms.Tensor(np.ascontiguousarray(batch, dtype=np.float32))).asnumpy()
+        return logits[:size]
+
+    def warm_up_sizes(self, max_batch_size: int) -> List[int]:
+        """Every padded batch size: each is compiled once, before serving."""
+        return sorted({padded_batch_size(size) for size in range(1, max_batch_size + 1)})

@@ -1,0 +1,146 @@
+"""The transport-free data plane: validate, admit, preprocess in the pool, batch, rank.
+
+gRPC servicers call these coroutines with plain Python values and convert the results; every
+failure is a `serving.errors.ServingError` carrying its status code.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from serving.errors import DeadlineExpired, InternalError, InvalidInput
+from serving.metrics import ServingMetrics
+from serving.model import ServedModel
+from serving.registry import ModelRegistry
+from serving.settings import Settings
+
+LOG = logging.getLogger(__name__)
+DEFAULT_TOP_K = 5
+
+
+class Prediction(NamedTuple):
+    """One ranked class of one image."""
+
+    class_id: int
+    label: str
+    score: float
+
+
+class Classification(NamedTuple):
+    """The answer to a Classify call: per image, predictions in descending score."""
+
+    model_name: str
+    model_version: str
+    results: List[List[Prediction]]
+
+
+class DataPlane:
+    """Classification and model metadata over the registry, the preprocessing pool and the batchers."""
+
+    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: ServingMetrics,
+                 preprocess_pool: Executor) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._metrics = metrics
+        self._pool = preprocess_pool
+
+    async def classify(self, images: Sequence[bytes], top_k: int, version: str,
+                       deadline: Optional[float]) -> Classification:
+        """Top-k predictions for every image; `deadline` is a time.monotonic() value or None."""
+        self._check_request(images)
+        model = self.registry.get(version)
+        ticket = model.batcher.reserve(len(images))
+        try:
+            arrays = await self._preprocess(model, images)
+            if deadline is not None and time.monotonic() >= deadline:
+                self._metrics.dropped_images.labels(reason="expired").inc(len(images))
+                raise DeadlineExpired("deadline exceeded during preprocessing")
+        except asyncio.CancelledError:
+            self._metrics.dropped_images.labels(reason=_drop_reason(deadline)).inc(len(images))
+            ticket.release()
+            raise
+        except BaseException:
+            ticket.release()
+            raise
+        logits = await model.batcher.submit(ticket, arrays, deadline)
+        return Classification(model.manifest.name, model.version, rank(logits, top_k, model.manifest.labels))
+
+    def model_info(self, version: str) -> Dict[str, Any]:
+        """What is served, as a dict shaped like the ModelInfo message."""
+        return describe(self.registry.get(version), self.settings, self.registry.versions())
+
+    def _check_request(self, images: Sequence[bytes]) -> None:
+        if not images:
+            raise InvalidInput("the request has no images")
+        if len(images) > self.settings.max_images_per_request:
+            raise InvalidInput("the request has {} images; the limit is {} (--max-images-per-request)".format(
+                len(images), self.settings.max_images_per_request))
+
+    async def _preprocess(self, model: ServedModel, images: Sequence[bytes]) -> List[np.ndarray]:
+        """Run the eval transform on every image in the pool; the first bad image fails the request."""
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self._pool, self._timed, model.preprocessor, data) for data in images]
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidInput):
+                raise InvalidInput("image {}: {}".format(index, outcome.message))
+            if isinstance(outcome, BaseException):
+                LOG.error("preprocessing image %d failed", index, exc_info=outcome)
+                raise InternalError("image {}: preprocessing failed: {}".format(index, type(outcome).__name__))
+        return outcomes
+
+    def _timed(self, preprocessor, data: bytes) -> np.ndarray:
+        started = time.monotonic()
+        try:
+            return preprocessor(data)
+        finally:
+            self._metrics.preprocess_time.observe(time.monotonic() - started)
+
+
+def _drop_reason(deadline: Optional[float]) -> str:
+    """gRPC cancels the handler both when the caller cancels and when its deadline passes."""
+    return "expired" if deadline is not None and time.monotonic() >= deadline else "cancelled"
+
+
+def rank(logits: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Prediction]]:
+    """Softmax each row and keep the top_k classes (0 means 5; more than the classes means all)."""
+    logits = logits.astype(np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    k = min(top_k or DEFAULT_TOP_K, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[Prediction(int(c), labels[c], float(row[c])) for c in top] for row, top in zip(probabilities, order)]
+
+
+def describe(model: ServedModel, settings: Settings, versions: Sequence[str]) -> Dict[str, Any]:
+    """The ModelInfo fields for `model` under `settings`."""
+    manifest = model.manifest
+    pre = manifest.preprocessing
+    return {
+        "name": manifest.name, "version": manifest.version,
+        "variant": str(manifest.model.get("variant", "custom")),
+        "extra": bool(manifest.model.get("extra", False)), "mlp": bool(manifest.model.get("mlp", False)),
+        "num_classes": manifest.num_classes, "labels": list(manifest.labels),
+        "input": _tensor_spec(manifest.input), "output": _tensor_spec(manifest.output),
+        "preprocessing": {"resize_size": pre.resize_size, "crop_size": pre.crop_size,
+                          "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                          "color_space": pre.color_space},
+        "backend": settings.backend, "device": settings.device, "device_id": settings.device_id,
+        "model_format": model.model_file.format, "model_sha256": model.model_file.sha256,
+        "batching": {"max_batch_size": settings.max_batch_size, "max_queue_delay_ms": settings.max_queue_delay_ms,
+                     "max_queue_size": settings.max_queue_size},
+        "limits": {"max_message_bytes": settings.max_message_bytes,
+                   "max_images_per_request": settings.max_images_per_request,
+                   "max_image_pixels": settings.max_image_pixels},
+        "available_versions": list(versions), "runtime_version": model.backend.runtime_version,
+    }
+
+
+def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
+    return {"name": str(spec.get("name", "")), "dtype": str(spec.get("dtype", "float32")),
+            "shape": [int(d) for d in spec.get("shape", [])], "layout": str(spec.get("layout", ""))}

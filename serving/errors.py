@@ -1,0 +1,52 @@
+"""The serving errors: one base class carrying its gRPC status code, one subclass per code.
+
+The data plane raises these without knowing about gRPC; `serving.servicers` maps them to the
+wire in one place (`ServingError.code` is the `grpc.StatusCode` name).
+"""
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """A failure with a client-facing message and the gRPC status code it maps to."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    """The request cannot be served as sent (bad image, empty request, too many images)."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServingError):
+    """The requested model version is not loaded."""
+
+    code = "NOT_FOUND"
+
+
+class QueueFull(ServingError):
+    """Admitting the request would exceed the queue bound; retry later."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExpired(ServingError):
+    """The caller's deadline passed before the work was computed."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class Unavailable(ServingError):
+    """The model is not ready: still loading, or the server is draining."""
+
+    code = "UNAVAILABLE"
+
+
+class InternalError(ServingError):
+    """The server failed to compute a result (inference or batching failure)."""
+
+    code = "INTERNAL"

@@ -1,0 +1,86 @@
+"""The model registry: which versions of the served model are loaded, and which one is the latest.
+
+A version is registered only once loaded and warm; a new version is loaded before an old one is
+unloaded, so swapping versions (hot reload) never leaves a gap. Requests name a version or get
+the latest ready one.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable, Dict, List, Optional
+
+from serving.errors import NotFound, Unavailable
+from serving.manifest import Manifest
+from serving.model import ServedModel
+
+LOG = logging.getLogger(__name__)
+
+Loader = Callable[[Manifest], Awaitable[ServedModel]]
+
+
+class ModelRegistry:
+    """Loaded versions of one model name, keyed by version string."""
+
+    def __init__(self, name: str, loader: Loader) -> None:
+        self.name = name
+        self._loader = loader
+        self._models: Dict[str, ServedModel] = {}
+        self._latest: Optional[str] = None
+
+    @property
+    def ready(self) -> bool:
+        """True when a version is loaded, warm and accepting work."""
+        return self._latest is not None and self._models[self._latest].ready
+
+    def versions(self) -> List[str]:
+        """Loaded versions, ascending."""
+        return sorted(self._models, key=_version_key)
+
+    def get(self, version: str = "") -> ServedModel:
+        """The requested version ('' = latest); Unavailable while nothing is ready, NotFound if unknown."""
+        if not version:
+            if not self.ready:
+                raise Unavailable("model {} is not ready (loading or shutting down)".format(self.name))
+            return self._models[self._latest]
+        model = self._models.get(_normalise(version))
+        if model is None:
+            raise NotFound("model {} version {!r} is not loaded (loaded: {})".format(
+                self.name, version, ", ".join(self.versions()) or "none"))
+        if not model.ready:
+            raise Unavailable("model {} version {} is not ready".format(self.name, model.version))
+        return model
+
+    async def load(self, manifest: Manifest) -> ServedModel:
+        """Load and warm `manifest`'s version, then make it available (the latest if highest)."""
+        if manifest.name != self.name:
+            raise ValueError("manifest is for model {!r}, the registry serves {!r}".format(manifest.name, self.name))
+        model = await self._loader(manifest)
+        previous = self._models.get(model.version)
+        self._models[model.version] = model
+        model.ready = True
+        if self._latest is None or _version_key(model.version) >= _version_key(self._latest):
+            self._latest = model.version
+        if previous is not None:
+            await previous.close()
+        LOG.info("model %s version %s is ready (latest: %s)", self.name, model.version, self._latest)
+        return model
+
+    async def unload(self, version: str) -> None:
+        """Stop routing to `version`, let its queued work finish, then release it."""
+        model = self._models.pop(_normalise(version))
+        if self._latest == model.version:
+            self._latest = max(self._models, key=_version_key) if self._models else None
+        await model.close()
+
+    async def close(self) -> None:
+        """Unload every version."""
+        for version in self.versions():
+            await self.unload(version)
+
+
+def _normalise(version: str) -> str:
+    return str(int(version)) if version.isdigit() else version
+
+
+def _version_key(version: str):
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)

@@ -1,0 +1,90 @@
+"""gRPC servicers: convert messages, delegate to the data plane, map errors to statuses in one place."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Optional
+
+import grpc
+from google.protobuf import json_format
+
+from genet.v1 import classifier_pb2, classifier_pb2_grpc
+from serving.dataplane import Classification, DataPlane
+from serving.errors import ServingError
+from serving.metrics import ServingMetrics
+
+LOG = logging.getLogger(__name__)
+CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
+
+
+def rpc_method(handler):
+    """Wrap a servicer method: ServingError -> its status, anything else -> INTERNAL; record metrics."""
+    method = handler.__name__
+
+    @functools.wraps(handler)
+    async def wrapper(self, request, context):
+        metrics: ServingMetrics = self.metrics
+        started = time.monotonic()
+        code = "OK"
+        metrics.in_progress.labels(method=method).inc()
+        try:
+            return await handler(self, request, context)
+        except ServingError as error:
+            code = error.code
+            await context.abort(getattr(grpc.StatusCode, error.code), error.message)
+        except asyncio.CancelledError:
+            code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
+            raise
+        except Exception as error:  # a bug: log it, answer INTERNAL without internals
+            code = "INTERNAL"
+            LOG.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error in {}: {}".format(
+                method, type(error).__name__))
+        finally:
+            metrics.in_progress.labels(method=method).dec()
+            metrics.requests.labels(method=method, code=code).inc()
+            metrics.request_latency.labels(method=method).observe(time.monotonic() - started)
+
+    return wrapper
+
+
+class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
+    """genet.v1.Classifier over a DataPlane."""
+
+    def __init__(self, dataplane: DataPlane, metrics: ServingMetrics) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+
+    @rpc_method
+    async def Classify(self, request, context):
+        """Ranked labels for every image of the request, in request order."""
+        result = await self.dataplane.classify(list(request.images), request.top_k, request.model_version,
+                                               _deadline(context))
+        return _classify_response(result)
+
+    @rpc_method
+    async def GetModelInfo(self, request, context):
+        """What is served: model, labels, input, preprocessing, backend, batching, limits."""
+        info = self.dataplane.model_info(request.model_version)
+        return json_format.ParseDict(info, classifier_pb2.ModelInfo())
+
+
+def _classify_response(result: Classification) -> classifier_pb2.ClassifyResponse:
+    response = classifier_pb2.ClassifyResponse(model_name=result.model_name, model_version=result.model_version)
+    for predictions in result.results:
+        response.results.add().predictions.extend(
+            classifier_pb2.Prediction(class_id=p.class_id, label=p.label, score=p.score) for p in predictions)
+    return response
+
+
+def _deadline(context) -> Optional[float]:
+    """The caller's deadline as a time.monotonic() value, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _deadline_passed(context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0

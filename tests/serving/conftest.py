@@ -1,0 +1,123 @@
+"""Fixtures of the serving tests: a tiny exported model, test images, live server processes."""
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from genet.v1 import classifier_pb2_grpc
+from tests.serving.server_process import LITE_PYTHON, MAIN_PYTHON, REPO_ROOT, ServerProcess
+
+MODEL_NAME = "genet_res50"
+EXPORT_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
+DATA = REPO_ROOT / "data"
+# The shared server: small batches with a noticeable delay so that concurrent requests merge.
+SERVER_ARGS = ("--max-batch-size", "8", "--max-queue-delay-ms", "20", "--max-queue-size", "64",
+               "--max-images-per-request", "32", "--max-message-mb", "2", "--threads", "1", "--workers", "2")
+PYTHONS = {"mslite": LITE_PYTHON, "mindspore": MAIN_PYTHON}
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> Path:
+    """A repository with one randomly initialised, tiny GENet exported by the real export CLI."""
+    repository = tmp_path_factory.mktemp("models")
+    command = [sys.executable, "-m", "export", "--random-init", "--config", "training/configs/demo.yaml",
+               "--repository", str(repository), "--name", MODEL_NAME, *EXPORT_OVERRIDES]
+    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=600,
+                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return repository
+
+
+@pytest.fixture(scope="session")
+def version_dir(model_repository) -> Path:
+    """The exported version directory."""
+    (manifest,) = model_repository.glob("{}/*/manifest.json".format(MODEL_NAME))
+    return manifest.parent
+
+
+@pytest.fixture(scope="session")
+def photos() -> Dict[str, bytes]:
+    """Real photographs: data/photos (`make data`), else the ones shipped inside Python packages."""
+    files = sorted(p for p in (DATA / "photos").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if files:
+        return {p.name: p.read_bytes() for p in files}
+    import skimage.data
+    return {name: _jpeg(getattr(skimage.data, name)()) for name in ("chelsea", "coffee", "rocket", "astronaut")}
+
+
+@pytest.fixture(scope="session")
+def fmnist_images() -> Dict[str, bytes]:
+    """Two Fashion-MNIST validation JPEGs per class (data/fmnist), else 20 synthetic 28x28 grey JPEGs."""
+    classes = sorted((DATA / "fmnist" / "val").glob("*"))
+    if classes:
+        return {"{}/{}".format(c.name, p.name): p.read_bytes() for c in classes for p in sorted(c.glob("*"))[:2]}
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    images = {}
+    for index in range(20):
+        centre, radius = rng.uniform(8, 20, 2), rng.uniform(3, 9, 2)
+        blob = 255 * np.exp(-(((yy - centre[0]) / radius[0]) ** 2 + ((xx - centre[1]) / radius[1]) ** 2))
+        images["synthetic{}".format(index)] = _jpeg(np.clip(blob + rng.normal(0, 20, blob.shape), 0, 255))
+    return images
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def start_server(backend: str, model_repository: Path, log_dir: Path, extra_args: List[str] = ()) -> ServerProcess:
+    """A started server process of `backend` (mslite in .venv-lite, mindspore in .venv), SERVING."""
+    args = ["--model-repository", str(model_repository), "--backend", backend, *SERVER_ARGS, *extra_args]
+    return ServerProcess(PYTHONS[backend], args, log_dir, startup_timeout_s=180).start()
+
+
+@pytest.fixture(scope="session")
+def mslite_server(model_repository, tmp_path_factory):
+    """The shared MindSpore Lite server (.venv-lite, Python 3.7)."""
+    server = start_server("mslite", model_repository, tmp_path_factory.mktemp("logs"))
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="session")
+def mindspore_server(model_repository, tmp_path_factory):
+    """The shared MindSpore server (.venv, MINDIR through GraphCell)."""
+    server = start_server("mindspore", model_repository, tmp_path_factory.mktemp("logs"))
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture
+def start_lite_server(model_repository, tmp_path):
+    """A function starting a dedicated Lite server with extra options; each must have exited 0 at the end."""
+    started = []
+
+    def start(*extra_args: str) -> ServerProcess:
+        started.append(start_server("mslite", model_repository, tmp_path, list(extra_args)))
+        return started[-1]
+
+    yield start
+    for server in started:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="session", params=sorted(PYTHONS))
+def server(request):
+    """The core suite runs against each backend's shared server."""
+    return request.getfixturevalue(request.param + "_server")
+
+
+@pytest.fixture
+def stub(server):
+    """A Classifier stub on the backend's shared server."""
+    with grpc.insecure_channel(server.address) as channel:
+        yield classifier_pb2_grpc.ClassifierStub(channel)

@@ -15,10 +15,12 @@ export ONEDNN_MAX_CPU_ISA ?= AVX2
 # `import mindspore` would otherwise switch protobuf to its slow pure-Python backend.
 export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION ?= upb
 export PYTHONPATH := $(CURDIR)
+# The Lite converter and Lite verification run in this interpreter (MindSpore and Lite cannot share a process).
+export GENET_LITE_PYTHON ?= $(CURDIR)/$(VENV_LITE)/bin/python
 
 CONFIG ?= training/configs/demo.yaml
 ARGS ?=
-CKPT ?= $(shell readlink -f runs/latest 2>/dev/null)/final.ckpt
+CKPT ?= runs/latest/final.ckpt
 DATA ?= data/fmnist/val
 NAME ?= genet_res50
 FORMATS ?=
@@ -27,7 +29,7 @@ PORT ?= 8500
 METRICS_PORT ?= 8501
 SERVE_ARGS ?=
 
-.PHONY: help setup protos data train train-distributed eval export serve classify bench demo stress test clean
+.PHONY: help setup protos data train train-distributed eval export export-random serve classify bench demo stress test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -66,8 +68,18 @@ eval: setup ## evaluate CKPT on DATA: top1, top5 and the number of images
 export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om)
 	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
+export-random: setup ## export a randomly initialised network of CONFIG (for tests and benchmarks; no training)
+	$(PY) -m export --random-init --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
+
 serve: setup ## serve the latest exported models on PORT with MindSpore Lite
 	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+
+classify: setup ## classify IMAGES (default data/photos/*) with the server at TARGET (default 127.0.0.1:PORT)
+	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)
+
+bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep, accuracy on DATA, offline baseline -> reports/
+	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
+	  --max-batch-size 1,16 --concurrency 1,2,4,8,16 --data $(DATA) --out reports $(ARGS)
 
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
 	rm -rf $(VENV) $(VENV_LITE) genet build .pytest_cache

@@ -51,6 +51,8 @@ class DataConfig:
     """Validation split, relative to root (every image is scored)."""
     num_workers: int = 2
     """Parallel workers of the data pipeline."""
+    crop_scale_min: float = 0.08
+    """Smallest area fraction of the training RandomCropDecodeResize (the reference's 0.08)."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ def _validate(cfg):
         ("model.image_size", cfg.model.image_size >= 8, ">= 8"),
         ("model.width_multiplier", cfg.model.width_multiplier > 0, "> 0"),
         ("data.num_workers", cfg.data.num_workers >= 1, ">= 1"),
+        ("data.crop_scale_min", 0 < cfg.data.crop_scale_min <= 1, "in (0, 1]"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, ">= 1"),
         ("train.lr_init", cfg.train.lr_init > 0, "> 0"),

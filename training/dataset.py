@@ -135,10 +135,11 @@ def _shard_args(train: bool, count: int, rank_id: int, rank_size: int) -> dict:
 
 def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
                    num_workers: int = 2, rank_id: int = 0, rank_size: int = 1,
+                   crop_scale_min: float = 0.08,
                    verify_images: bool = True) -> Tuple[ds.Dataset, List[str]]:
     """Batched (float32 NCHW image, int32 label) dataset over root/<class>/<image>; class names.
 
-    Training shuffles, applies TrainPreset and drops the last incomplete batch; evaluation applies
+    Training shuffles, applies TrainPreset (crop area from crop_scale_min to 1) and drops the last incomplete batch; evaluation applies
     EvalPreset in file order and keeps every image (the last batch may be smaller).
     """
     if batch_size < 1:
@@ -151,7 +152,10 @@ def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
         check_images(root, images)
     classes = list(images)
     count = sum(len(files) for files in images.values())
-    preset = TrainPreset(image_size=image_size) if train else EvalPreset(image_size=image_size)
+    if train:
+        preset = TrainPreset(image_size=image_size, scale=(crop_scale_min, 1.0))
+    else:
+        preset = EvalPreset(image_size=image_size)
     data = ds.ImageFolderDataset(str(root), num_parallel_workers=num_workers,
                                  extensions=list(IMAGE_EXTENSIONS),
                                  class_indexing={name: index for index, name in enumerate(classes)},

@@ -115,7 +115,8 @@ def build_datasets(cfg, rank_id, rank_size):
              "num_workers": cfg.data.num_workers}
     root = Path(cfg.data.root)
     train_set, classes = open_dataset(root / cfg.data.train_dir, train=True, rank_id=rank_id,
-                                      rank_size=rank_size, **sizes)
+                                      rank_size=rank_size, crop_scale_min=cfg.data.crop_scale_min,
+                                      **sizes)
     if len(classes) != cfg.model.num_classes:
         raise SystemExit(f"error: {root / cfg.data.train_dir} has {len(classes)} classes but "
                          f"model.num_classes is {cfg.model.num_classes}")

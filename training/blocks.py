@@ -3,8 +3,8 @@
 Batch-norm settings follow the reference (REFERENCE.md section 1); MindSpore's `momentum` is
 the weight of the old running value, and its default changed after 2.9, so it is always passed.
 """
-from mindspore import nn, ops
-from mindspore.common.initializer import HeUniform
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import HeUniform, initializer
 
 # Bottleneck and shortcut BNs (the reference's Conv2dBnAct defaults).
 BODY_BN = {"eps": 1e-5, "momentum": 0.997}
@@ -50,14 +50,30 @@ class Gather(nn.Cell):
         if side >= GATHER_DOWNSAMPLE_MIN_SIDE:
             layers += [conv2d(channels, channels, 3, stride=2), _gather_bn(channels)]
             side = downsampled_side(side)
-        layers += [conv2d(channels, channels, side, group=channels, pad_mode="valid"),
-                   _gather_bn(channels)]
+        layers += [FullMapDepthwise(channels, side), _gather_bn(channels)]
         self.body = nn.SequentialCell(layers)
 
     def construct(self, x):
         if self.extra:
             return self.body(x)
         return ops.mean(x, (2, 3), keep_dims=True)
+
+
+class FullMapDepthwise(nn.Cell):
+    """Depthwise conv whose kernel covers the whole map (valid padding), as multiply + sum.
+
+    Same function and parameter layout ([C, 1, side, side], named `weight`) as
+    nn.Conv2d(C, C, side, group=C, pad_mode="valid", has_bias=False), so checkpoints stay
+    compatible with the reference; MindSpore's CPU depthwise kernels are several times slower.
+    """
+
+    def __init__(self, channels, side):
+        super().__init__()
+        self.weight = Parameter(initializer(HeUniform(), [channels, 1, side, side]), name="weight")
+
+    def construct(self, x):
+        weight = ops.reshape(self.weight, (1, -1) + self.weight.shape[2:])
+        return ops.sum(x * weight, (2, 3), keepdim=True)
 
 
 class Excite(nn.Cell):

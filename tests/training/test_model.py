@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 
+from training.blocks import FullMapDepthwise
 from training.config import ModelConfig
 from training.model import GENetResNet50, build_model, count_trainable_parameters, stage_sides, \
     variant_flags
@@ -43,16 +44,33 @@ def test_stage_sides_follow_image_size():
     assert stage_sides(50) == [13, 7, 4, 2]
 
 
-def _gather_convs(network):
-    return [(name, cell) for name, cell in network.cells_and_names()
-            if isinstance(cell, nn.Conv2d) and ".gather." in f".{name}"]
+def _gather_kernels(network):
+    """(cell name, kernel (h, w), depthwise?) of every conv inside a gather."""
+    kernels = []
+    for name, cell in network.cells_and_names():
+        if ".gather." not in f".{name}":
+            continue
+        if isinstance(cell, nn.Conv2d):
+            kernels.append((name, tuple(cell.kernel_size), cell.group > 1))
+        elif isinstance(cell, FullMapDepthwise):
+            kernels.append((name, tuple(cell.weight.shape[2:]), True))
+    return kernels
+
+
+def test_full_map_depthwise_equals_the_depthwise_conv_it_replaces():
+    gather = FullMapDepthwise(8, 5)
+    conv = nn.Conv2d(8, 8, 5, group=8, pad_mode="valid", has_bias=False)
+    conv.weight.set_data(gather.weight.value())
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((3, 8, 5, 5)), ms.float32)
+    np.testing.assert_allclose(gather(x).asnumpy(), conv(x).asnumpy(), atol=1e-5)
+    assert gather.weight.shape == conv.weight.shape
 
 
 def test_gather_kernels_cover_the_map_at_224():
     network = GENetResNet50(extra=True, mlp=False, width_multiplier=0.125, num_classes=10)
     kernels = {}
-    for name, conv in _gather_convs(network):
-        kernels.setdefault(name.split(".")[0], set()).add((conv.kernel_size, conv.group > 1))
+    for name, kernel, depthwise in _gather_kernels(network):
+        kernels.setdefault(name.split(".")[0], set()).add((kernel, depthwise))
     # stage 1: dense 3x3/2 (56 -> 28) then depthwise 28x28; later stages depthwise only.
     assert kernels == {"layer1": {((3, 3), False), ((28, 28), True)}, "layer2": {((28, 28), True)},
                        "layer3": {((14, 14), True)}, "layer4": {((7, 7), True)}}
@@ -61,7 +79,7 @@ def test_gather_kernels_cover_the_map_at_224():
 def test_gather_kernels_derived_from_small_image_size():
     network = GENetResNet50(extra=True, mlp=True, width_multiplier=0.25, image_size=64,
                             num_classes=10)
-    sizes = sorted({conv.kernel_size[0] for _, conv in _gather_convs(network)})
+    sizes = sorted({kernel[0] for _, kernel, _ in _gather_kernels(network)})
     assert sizes == [2, 4, 8, 16]  # maps below 56 need no dense downsampling conv
 
 

@@ -15,7 +15,7 @@ _LISTED = 8  # parameters named per category in a mismatch message
 def random_network(model_cfg, seed):
     """Build the network with weights drawn from MindSpore's initialisers under `seed`."""
     ms.set_seed(seed)
-    network = build_model(model_cfg)
+    network = build_model(model_cfg, for_export=True)
     network.set_train(False)
     return network
 
@@ -25,7 +25,7 @@ def load_network(model_cfg, params, ckpt_path):
 
     `params` comes from read_checkpoint(ckpt_path); the path only names it in messages.
     """
-    network = build_model(model_cfg)
+    network = build_model(model_cfg, for_export=True)
     problems = checkpoint_mismatches(network.parameters_dict(), params)
     if problems:
         raise ExportError(f"checkpoint {ckpt_path} does not match the model config "

@@ -38,10 +38,11 @@ class Gather(nn.Cell):
 
     With `extra`, maps of side >= 56 first go through a dense 3x3 stride-2 conv + BN, then a
     depthwise conv whose kernel covers the whole remaining map reduces it to 1x1 (`side` is
-    the input map's size). There is no ReLU inside the gather.
+    the input map's size). There is no ReLU inside the gather. `as_conv` builds the depthwise
+    step as nn.Conv2d instead of FullMapDepthwise (same parameters and function).
     """
 
-    def __init__(self, channels, side, extra):
+    def __init__(self, channels, side, extra, as_conv=False):
         super().__init__()
         self.extra = extra
         if not extra:
@@ -50,7 +51,11 @@ class Gather(nn.Cell):
         if side >= GATHER_DOWNSAMPLE_MIN_SIDE:
             layers += [conv2d(channels, channels, 3, stride=2), _gather_bn(channels)]
             side = downsampled_side(side)
-        layers += [FullMapDepthwise(channels, side), _gather_bn(channels)]
+        if as_conv:
+            depthwise = conv2d(channels, channels, side, group=channels, pad_mode="valid")
+        else:
+            depthwise = FullMapDepthwise(channels, side)
+        layers += [depthwise, _gather_bn(channels)]
         self.body = nn.SequentialCell(layers)
 
     def construct(self, x):
@@ -103,14 +108,15 @@ class GEBottleneck(nn.Cell):
     size of the block's output map (it sizes the depthwise gather kernel).
     """
 
-    def __init__(self, in_channels, mid_channels, out_channels, stride, side, *, extra, mlp):
+    def __init__(self, in_channels, mid_channels, out_channels, stride, side, *, extra, mlp,
+                 gather_as_conv=False):
         super().__init__()
         self.body = nn.SequentialCell([
             conv_bn(in_channels, mid_channels, 1),
             conv_bn(mid_channels, mid_channels, 3, stride=stride),
             conv_bn(mid_channels, out_channels, 1, relu=False),
         ])
-        self.gather = Gather(out_channels, side, extra)
+        self.gather = Gather(out_channels, side, extra, as_conv=gather_as_conv)
         self.excite = Excite(out_channels, mlp)
         self.has_shortcut = stride != 1 or in_channels != out_channels
         if self.has_shortcut:

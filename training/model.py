@@ -33,7 +33,7 @@ class GENetResNet50(nn.Cell):
     """ResNet-50 layout (stages [3, 4, 6, 3]) whose bottlenecks carry gather-excite gates."""
 
     def __init__(self, *, num_classes=1000, image_size=224, extra=True, mlp=True,
-                 width_multiplier=1.0):
+                 width_multiplier=1.0, gather_as_conv=False):
         super().__init__()
         stem_channels = scale_channels(STEM_CHANNELS, width_multiplier)
         self.stem = conv_bn(3, stem_channels, 7, stride=2, bn=STEM_BN)
@@ -45,7 +45,7 @@ class GENetResNet50(nn.Cell):
             out = scale_channels(out, width_multiplier)
             stride = 1 if index == 0 else 2
             stages.append(self._make_stage(in_channels, out, blocks, stride, side,
-                                           extra=extra, mlp=mlp))
+                                           extra=extra, mlp=mlp, gather_as_conv=gather_as_conv))
             in_channels = out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Dense(in_channels, num_classes, weight_init=TruncatedNormal(), has_bias=True)
@@ -65,11 +65,17 @@ class GENetResNet50(nn.Cell):
         return self.fc(ops.mean(x, (2, 3)))
 
 
-def build_model(model_cfg):
-    """Build the network described by a `ModelConfig` (variant, flags, classes, size, width)."""
+def build_model(model_cfg, *, for_export=False):
+    """Build the network described by a `ModelConfig` (variant, flags, classes, size, width).
+
+    `for_export` builds the full-map depthwise gathers as real depthwise convolutions: the same
+    parameters and function, in the form inference runtimes (ONNX, Lite, Ascend) optimise and
+    MindSpore Lite's converter accepts; training uses the faster multiply + sum form.
+    """
     extra, mlp = resolve_flags(model_cfg.variant, model_cfg.extra, model_cfg.mlp)
     return GENetResNet50(num_classes=model_cfg.num_classes, image_size=model_cfg.image_size,
-                         extra=extra, mlp=mlp, width_multiplier=model_cfg.width_multiplier)
+                         extra=extra, mlp=mlp, width_multiplier=model_cfg.width_multiplier,
+                         gather_as_conv=for_export)
 
 
 def count_trainable_parameters(network):

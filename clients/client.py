@@ -101,7 +101,7 @@ class ClassifierClient:
         self.target = target
         self._timeout_s = timeout_s
         self._retry = retry
-        self._metadata = (("authorization", "Bearer " + token),) if token else ()
+        self._metadata = bearer_metadata(token)
         self._channel = create_channel(target, tls, options)
         channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
         self._stub = classifier_pb2_grpc.ClassifierStub(channel)
@@ -162,6 +162,16 @@ class ClassifierClient:
                 logger.info("attempt %d on %s unavailable, retrying in %.3f s", attempt, self.target, pause)
             time.sleep(pause)
             attempt += 1
+
+
+def bearer_metadata(token: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    """The call metadata carrying token ("authorization: Bearer <token>"); none without a token."""
+    if not token:
+        return ()
+    if len(token.split()) != 1 or not token.isprintable() or not token.isascii():
+        raise ValueError("the bearer token must be one word of printable ASCII characters (a token file holds "
+                         "exactly one token)")
+    return (("authorization", "Bearer " + token.strip()),)
 
 
 def _deliver(future: grpc.Future, callback: ResultCallback) -> None:

@@ -1,4 +1,7 @@
-"""Command line of the server: flags generated from Settings, preflight checks, signal handling."""
+"""Command line of the server: flags generated from Settings, preflight checks, signal handling.
+
+SIGTERM/SIGINT shut down gracefully; SIGHUP scans the model repository for new versions at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +11,14 @@ import signal
 import typing
 from typing import List, Optional
 
+from serving.auth import TokenFileError, read_tokens
 from serving.backends import BackendError, check_device
-from serving.manifest import Manifest, ManifestError, read_manifest
+from serving.manifest import Manifest, ManifestError
 from serving.repository import RepositoryError, latest_version_dir, resolve_model_name
-from serving.server import serve
+from serving.server import Security, serve
 from serving.settings import Settings, settings_fields
+from serving.tls import TlsFileError, is_loopback, server_credentials
+from serving.verify import verified_manifest
 
 LOG = logging.getLogger("serving")
 
@@ -25,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(genet.v1.Classifier, grpc.health.v1, reflection) with dynamic batching.")
     hints = typing.get_type_hints(Settings)
     for field in settings_fields():
-        parser.add_argument("--" + field.name.replace("_", "-"), type=_scalar_type(hints[field.name]),
-                            default=field.default, help=field.metadata["help"])
+        flag = "--" + field.name.replace("_", "-")
+        if hints[field.name] is bool:
+            parser.add_argument(flag, action="store_true", help=field.metadata["help"])
+        else:
+            parser.add_argument(flag, type=_scalar_type(hints[field.name]), default=field.default,
+                                help=field.metadata["help"])
     return parser
 
 
@@ -37,12 +47,23 @@ def _scalar_type(hint):
 
 
 def preflight(settings: Settings) -> Manifest:
-    """Find and check what will be served before binding anything: fails fast with a clear message."""
+    """Find and verify what will be served before binding anything: fails fast with a clear message."""
     name = resolve_model_name(settings.model_repository, settings.model_name)
-    manifest = read_manifest(latest_version_dir(settings.model_repository, name))
-    manifest.model_file(settings.backend)
+    manifest = verified_manifest(latest_version_dir(settings.model_repository, name), settings.backend)
     check_device(settings.device, settings.device_id)
     return manifest
+
+
+def read_security(settings: Settings) -> Security:
+    """Read the TLS files and tokens; warn about what crosses the network unprotected."""
+    security = Security(
+        credentials=server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        if settings.tls else None,
+        tokens=None if settings.auth_token_file is None else read_tokens(settings.auth_token_file))
+    if not settings.tls and not is_loopback(settings.host):
+        LOG.warning("--allow-insecure: serving PLAINTEXT on %s; anyone who can reach it can read the traffic%s",
+                    settings.host, " and the bearer tokens" if security.tokens is not None else "")
+    return security
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -55,11 +76,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         manifest = preflight(settings)
-    except (RepositoryError, ManifestError, BackendError) as error:
+        security = read_security(settings)
+    except (RepositoryError, ManifestError, BackendError, TlsFileError, TokenFileError) as error:
         LOG.error("cannot serve: %s", error)
         return 2
     try:
-        asyncio.run(_run(settings, manifest))
+        asyncio.run(_run(settings, manifest, security))
     except BackendError as error:
         LOG.error("cannot load the model: %s", error)
         return 1
@@ -69,14 +91,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-async def _run(settings: Settings, manifest: Manifest) -> None:
-    stop = asyncio.Event()
+async def _run(settings: Settings, manifest: Manifest, security: Security) -> None:
+    stop, rescan = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _request_stop, stop, signum)
-    await serve(settings, manifest, stop)
+    loop.add_signal_handler(signal.SIGHUP, _request_rescan, rescan)
+    await serve(settings, manifest, stop, security, rescan)
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:
     LOG.info("received %s", signal.Signals(signum).name)
     stop.set()
+
+
+def _request_rescan(rescan: asyncio.Event) -> None:
+    LOG.info("received SIGHUP: scanning the model repository")
+    rescan.set()

@@ -32,6 +32,11 @@ class ModelRegistry:
         """True when a version is loaded, warm and accepting work."""
         return self._latest is not None and self._models[self._latest].ready
 
+    @property
+    def latest(self) -> Optional[str]:
+        """The version unpinned requests get, or None before the first load."""
+        return self._latest
+
     def versions(self) -> List[str]:
         """Loaded versions, ascending."""
         return sorted(self._models, key=_version_key)
@@ -66,11 +71,12 @@ class ModelRegistry:
         return model
 
     async def unload(self, version: str) -> None:
-        """Stop routing to `version`, let its queued work finish, then release it."""
+        """Stop routing to `version`, let its admitted work finish on it (drain), then release it."""
         model = self._models.pop(_normalise(version))
         if self._latest == model.version:
             self._latest = max(self._models, key=_version_key) if self._models else None
         await model.close()
+        LOG.info("model %s version %s unloaded (drained; latest: %s)", self.name, model.version, self._latest)
 
     async def close(self) -> None:
         """Unload every version."""

@@ -1,27 +1,31 @@
 """The gRPC server: Classifier, health and reflection services, and its lifecycle.
 
-Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> SERVING ->
-(stop requested) NOT_SERVING, stop accepting, finish queued and in-flight work within the grace
-period -> release the model.
+Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> SERVING, with
+the repository watcher swapping in new versions (`serving.reload`) -> (stop requested)
+NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period -> release
+the models. TLS and token authentication (`serving.tls`, `serving.auth`) wrap every service.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from genet.v1 import classifier_pb2_grpc
+from serving.auth import TokenAuthInterceptor
 from serving.dataplane import DataPlane
 from serving.health import HEALTH_SERVICE, HealthServicer
 from serving.manifest import Manifest
 from serving.metrics import ServingMetrics, start_metrics_server
 from serving.model import load_model
 from serving.registry import ModelRegistry
+from serving.reload import ReloadMetrics, RepositoryWatcher
 from serving.servicers import CLASSIFIER_SERVICE, ClassifierServicer
 from serving.settings import Settings
 
@@ -29,10 +33,23 @@ LOG = logging.getLogger(__name__)
 HEALTH_SERVICES = ("", CLASSIFIER_SERVICE)  # "" is the server's overall health
 
 
+@dataclass(frozen=True)
+class Security:
+    """What start-up read for transport security and authentication."""
+
+    credentials: Optional[grpc.ServerCredentials] = None
+    """TLS server credentials; None serves plaintext."""
+    tokens: Optional[List[bytes]] = None
+    """Accepted bearer tokens; None lets every call in."""
+
+
 async def create_server(settings: Settings, dataplane: DataPlane, health_servicer: HealthServicer,
-                        metrics: ServingMetrics) -> Tuple[grpc.aio.Server, int]:
+                        metrics: ServingMetrics, security: Security = Security()) -> Tuple[grpc.aio.Server, int]:
     """Build, bind and start the gRPC server; returns it with the bound port (settings.port 0 picks one)."""
-    server = grpc.aio.server(options=[
+    interceptors = []
+    if security.tokens is not None:
+        interceptors.append(TokenAuthInterceptor(security.tokens, metrics.registry))
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ])
@@ -40,42 +57,61 @@ async def create_server(settings: Settings, dataplane: DataPlane, health_service
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((CLASSIFIER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     address = "{}:{}".format(settings.host, settings.port)
-    port = server.add_insecure_port(address)
+    if security.credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, security.credentials)
     if port == 0:
         raise OSError("cannot bind {}".format(address))
     await server.start()
     return server, port
 
 
-async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event) -> None:
-    """Run the server for `manifest`'s model until `stop` is set, then shut down gracefully."""
+async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
+                security: Security = Security(), rescan: Optional[asyncio.Event] = None) -> None:
+    """Serve `manifest`'s model (then newer versions) until `stop` is set, then shut down gracefully.
+
+    Setting `rescan` makes the repository watcher scan at once (SIGHUP).
+    """
     metrics = ServingMetrics(settings.max_batch_size)
     registry = ModelRegistry(manifest.name, lambda m: load_model(m, settings, metrics))
+    watcher = RepositoryWatcher(settings.model_repository, registry, settings.backend, settings.keep_versions,
+                                ReloadMetrics(metrics.registry))
     pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="preprocess")
     health_servicer = HealthServicer(HEALTH_SERVICES)
     server, port = await create_server(settings, DataPlane(registry, settings, metrics, pool), health_servicer,
-                                       metrics)
-    LOG.info("serving on %s:%d", settings.host, port)
-    httpd = None
+                                       metrics, security)
+    LOG.info("serving on %s:%d (%s%s)", settings.host, port, _describe_transport(settings),
+             ", bearer tokens required" if security.tokens is not None else "")
+    httpd, watching = None, None
     try:
         if settings.metrics_port is not None:
-            httpd, metrics_port = start_metrics_server(metrics, settings.host, settings.metrics_port)
-            LOG.info("metrics on %s:%d", settings.host, metrics_port)
-        if await _load_unless_stopped(registry, manifest, stop):
+            httpd, metrics_port = start_metrics_server(metrics, settings.metrics_address, settings.metrics_port)
+            LOG.info("metrics on %s:%d", settings.metrics_address, metrics_port)
+        if await _load_unless_stopped(watcher.load_first(manifest), stop):
             metrics.model_ready.set(1)
             await health_servicer.set_serving(True)
             LOG.info("health SERVING: %s version %s", manifest.name, manifest.version)
+            watching = asyncio.ensure_future(watcher.run(rescan or asyncio.Event(), settings.reload_interval_s))
             await stop.wait()
     finally:
+        if watching is not None:
+            watching.cancel()
         await _shut_down(settings, server, health_servicer, registry, metrics)
         pool.shutdown(wait=False)
         if httpd is not None:
             httpd.shutdown()
 
 
-async def _load_unless_stopped(registry: ModelRegistry, manifest: Manifest, stop: asyncio.Event) -> bool:
-    """Load and warm the model; False if a stop request came first (the load is then abandoned)."""
-    loading = asyncio.ensure_future(registry.load(manifest))
+def _describe_transport(settings: Settings) -> str:
+    if settings.tls_client_ca is not None:
+        return "mutual TLS"
+    return "TLS" if settings.tls else "plaintext"
+
+
+async def _load_unless_stopped(load, stop: asyncio.Event) -> bool:
+    """Await the coroutine `load`; False if a stop request came first (the load is then abandoned)."""
+    loading = asyncio.ensure_future(load)
     stopping = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

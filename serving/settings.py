@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from serving.tls import is_loopback
+
 BACKENDS = ("mslite", "mindspore")
 DEVICES = ("cpu", "ascend", "gpu")
 MIB = 1024 * 1024
@@ -24,10 +26,29 @@ class Settings:
     model_name: Optional[str] = _doc(
         "Model to serve when the repository holds several names (the proto addresses one model); "
         "default: the repository's only model.", None)
-    host: str = _doc("Address to listen on; anything but localhost exposes the server.", "127.0.0.1")
+    host: str = _doc(
+        "Address to listen on. Anything but loopback exposes the server: that needs --tls-cert/--tls-key, "
+        "or --allow-insecure to accept plaintext.", "127.0.0.1")
     port: int = _doc("gRPC port; 0 picks a free one (logged as 'serving on HOST:PORT').", 8500)
     metrics_port: Optional[int] = _doc(
-        "Prometheus /metrics port on the same host; 0 picks a free one, omitted disables metrics.", None)
+        "Prometheus /metrics port (plain HTTP, no auth); 0 picks a free one, omitted disables metrics.", None)
+    metrics_host: Optional[str] = _doc("Address of the /metrics endpoint; default: --host.", None)
+    tls_cert: Optional[str] = _doc("PEM server certificate chain; with --tls-key, the server speaks TLS only.",
+                                   None)
+    tls_key: Optional[str] = _doc("PEM private key of --tls-cert.", None)
+    tls_client_ca: Optional[str] = _doc(
+        "PEM CA bundle: require every client to present a certificate it signed (mutual TLS).", None)
+    auth_token_file: Optional[str] = _doc(
+        "File of accepted bearer tokens, one per line ('#' comments allowed): calls must send "
+        "'authorization: Bearer <token>'. Health and reflection stay open. Omitted: no token needed.", None)
+    allow_insecure: bool = _doc(
+        "Accept listening on a non-loopback --host without TLS (plaintext, logged as a warning).", False)
+    reload_interval_s: float = _doc(
+        "Seconds between scans of the repository for new versions (hot reload); 0 disables polling "
+        "(SIGHUP still triggers a scan).", 10.0)
+    keep_versions: int = _doc(
+        "How many of the newest valid versions stay loaded (older ones unload once drained); "
+        "requests can pin any loaded version.", 1)
     backend: str = _doc("Inference runtime: mslite (MindSpore Lite, .ms) or mindspore (MINDIR).", "mslite")
     device: str = _doc("Device to run on: cpu, ascend or gpu (fails at start if absent).", "cpu")
     device_id: int = _doc("Index of the Ascend or GPU device.", 0)
@@ -56,21 +77,42 @@ class Settings:
         _check_choice("device", self.device, DEVICES)
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_images_per_request",
-                     "max_image_pixels", "workers", "threads"):
+                     "max_image_pixels", "workers", "threads", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError("{} must be at least 1, got {}".format(_flag(name), getattr(self, name)))
         for name in ("port", "metrics_port", "device_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError("{} must be in 0..65535, got {}".format(_flag(name), value))
-        if self.max_queue_delay_ms < 0 or self.grace_period_s < 0:
-            raise ValueError("--max-queue-delay-ms and --grace-period-s must not be negative")
+        if min(self.max_queue_delay_ms, self.grace_period_s, self.reload_interval_s) < 0:
+            raise ValueError("--max-queue-delay-ms, --grace-period-s and --reload-interval-s must not be negative")
+        self._check_security()
         if self.max_images_per_request > self.max_queue_size:
             raise ValueError("--max-images-per-request ({}) must not exceed --max-queue-size ({}): such a "
                              "request could never be admitted".format(self.max_images_per_request,
                                                                       self.max_queue_size))
         if self.max_message_mb > 2047:
             raise ValueError("--max-message-mb must be below 2048 (gRPC's limit is 2 GiB)")
+
+    def _check_security(self) -> None:
+        """TLS files come as a pair; exposing the server in plaintext must be asked for."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if not self.tls and not is_loopback(self.host) and not self.allow_insecure:
+            raise ValueError("--host {} is reachable from other machines: give --tls-cert and --tls-key, or "
+                             "--allow-insecure to serve plaintext".format(self.host))
+
+    @property
+    def tls(self) -> bool:
+        """True when the server speaks TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def metrics_address(self) -> str:
+        """Host of the /metrics endpoint."""
+        return self.host if self.metrics_host is None else self.metrics_host
 
     @property
     def max_message_bytes(self) -> int:

@@ -14,7 +14,7 @@ from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.report import format_summary, write_report
 from clients.benchmark.runner import LoadPlan, add_efficiency, build_requests, offline_batch_size, run_levels
-from clients.benchmark.servers import ServerProcess, ServerSpec
+from clients.benchmark.servers import ServerSpec
 from clients.client import ClientError
 from clients.options import add_connection_arguments, client_from_args
 
@@ -109,8 +109,8 @@ def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
     if spec is None:
         yield args.label, args.target, args.metrics_url
         return
-    with ServerProcess(spec, args.out / "server-{}.log".format(spec.label)) as server:
-        yield spec.label, [server.target], server.metrics_url
+    with spec.process(args.out / "server-{}.log".format(spec.label)) as server:
+        yield spec.label, [server.address], server.metrics_url
 
 
 def measure_servers(args, images, progress) -> dict:

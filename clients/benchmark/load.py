@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from clients.client import ClassifierClient
 from genet.v1 import classifier_pb2
@@ -16,12 +16,18 @@ from genet.v1 import classifier_pb2
 
 @dataclass(frozen=True)
 class Record:
-    """One finished call: monotonic start (or due time) and end, images sent, status code name."""
+    """One finished call: monotonic start (or due time) and end, images sent, status code name.
+
+    sent is when the call was handed to gRPC (later than start when an open loop falls behind
+    its schedule); details is the error message ("" for OK).
+    """
 
     start: float
     end: float
     images: int
     code: str
+    sent: float
+    details: str
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Measurement:
     records: List[Record]
     window_start: float
     window_end: float
+    unfinished: int
+    """Calls sent whose outcome had not arrived when the wait for them timed out."""
 
 
 class _Collector:
@@ -63,6 +71,11 @@ class _Collector:
             if self._outstanding == 0:
                 self._finished.set()
 
+    def outcome(self) -> Tuple[List[Record], int]:
+        """The records so far and the number of calls sent but not finished, taken together."""
+        with self._lock:
+            return list(self.records), self._outstanding
+
     def wait(self, timeout_s: float) -> bool:
         """Waits for every call sent to finish; False on timeout."""
         return self._finished.wait(timeout_s)
@@ -79,10 +92,12 @@ ProgressCallback = Callable[[List[Record], float], None]
 def _send(client, request, collector: _Collector, start: float, timeout_s: float, on_done=None) -> None:
     """Sends request; the callback records the outcome, then calls on_done()."""
     images = len(request.images)
+    sent = time.monotonic()
 
     def done(_result, error):
-        code = "OK" if error is None else error.code.name
-        collector.finish(Record(start, time.monotonic(), images, code))
+        end = time.monotonic()
+        code, details = ("OK", "") if error is None else (error.code.name, error.details)
+        collector.finish(Record(start, end, images, code, sent, details))
         if on_done is not None:
             on_done()
 
@@ -153,7 +168,8 @@ def _measure(send_all, warmup_s, duration_s, timeout_s, progress) -> Measurement
     ticker.join()
     collector.stop_sending()
     collector.wait(timeout_s + 5.0)
-    return Measurement(list(collector.records), window_start, window_end)
+    records, unfinished = collector.outcome()
+    return Measurement(records, window_start, window_end, unfinished)
 
 
 def _wait_for_window(collector: _Collector, window_start: float, window_end: float, progress) -> None:

@@ -1,10 +1,18 @@
-"""Servers the benchmark starts itself: `python -m serving` child processes on free ports.
+"""Starts `python -m serving` child processes on free ports: the one server launcher of the project.
 
-Used to compare server settings (e.g. max batch size 1 against 16) in one report, and by
-`make bench`. The child's output goes to a log file; its ports are read from its log lines.
+Used by the benchmark (servers it starts itself, e.g. max batch size 1 against 16) and by the
+serving and client tests:
+
+    with ServerProcess(["--model-repository", "models", "--backend", "mslite"], log_path) as server:
+        channel = grpc.insecure_channel(server.address)      # started and SERVING here
+        server.metric("genet_requests_total", method="Classify", code="OK")
+    # stopped with SIGTERM here
+
+The child's output goes to a log file; its ports are read from its `serving on` / `metrics on` lines.
 """
+from __future__ import annotations
+
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -12,28 +20,152 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.benchmark.server_metrics import scrape, value
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LITE_PYTHON = REPO_ROOT / ".venv-lite" / "bin" / "python"
 PORT_LINE = re.compile(r"serving on (\S+):(\d+)")
 METRICS_LINE = re.compile(r"metrics on (?:http://)?(\S+?):(\d+)")
+_WILDCARDS = ("0.0.0.0", "[::]", "::", "")
 
 
 def default_server_python(backend: str) -> str:
     """The interpreter of the backend's environment: .venv-lite for mslite, this one for mindspore."""
-    if backend == "mslite":
-        return str(REPO_ROOT / ".venv-lite" / "bin" / "python")
-    return sys.executable
+    return str(LITE_PYTHON) if backend == "mslite" else sys.executable
+
+
+class ServerProcess:
+    """A `python -m serving ARGS` child on 127.0.0.1 and free ports; a context manager (start, stop).
+
+    `args` come after `--host 127.0.0.1 --port 0 --metrics-port 0`, so they may override them;
+    `credentials` are for a server that speaks TLS. Once started: `address` (host:port), `metrics_url`,
+    `process` (the Popen) and `health_seen` (the distinct health statuses seen while waiting for SERVING).
+    """
+
+    def __init__(self, args: Sequence[str], log_path: Path, *, python: Optional[str] = None,
+                 startup_timeout_s: float = 300.0, grace_s: float = 60.0,
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
+        self.args = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args]
+        self.log_path = Path(log_path)
+        self.python = python or default_server_python(self.arg("--backend") or "mslite")
+        self.process: Optional[subprocess.Popen] = None
+        self.address: Optional[str] = None
+        self.metrics_url: Optional[str] = None
+        self.health_seen: List[int] = []
+        self._startup_timeout_s = startup_timeout_s
+        self._grace_s = grace_s
+        self._credentials = credentials
+
+    def arg(self, flag: str) -> Optional[str]:
+        """The value the server is started with for `flag` (the last one wins), or None."""
+        values = [self.args[i + 1] for i, arg in enumerate(self.args[:-1]) if arg == flag]
+        return values[-1] if values else None
+
+    def start(self) -> "ServerProcess":
+        """Launch the process and wait until its health service says SERVING (stopped again on failure)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([self.python, "-m", "serving", *self.args], cwd=str(REPO_ROOT),
+                                            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + self._startup_timeout_s
+            self.address = _endpoint(self._wait_for_line(PORT_LINE, deadline))
+            self.metrics_url = "http://{}/metrics".format(_endpoint(self._wait_for_line(METRICS_LINE, deadline)))
+            self._wait_until_serving(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("server on %s (log %s)", self.address, self.log_path)
+        return self
+
+    def health(self, service: str = "") -> int:
+        """The health status of `service` ("" is the whole server); grpc.RpcError when it cannot answer."""
+        with self._channel() as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                              timeout=5)
+        return reply.status
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's current value from /metrics, e.g. metric("genet_batch_size_bucket", le="1.0"); 0 if absent."""
+        return value(scrape(self.metrics_url), name, **labels)
+
+    def stop(self, signum: int = signal.SIGTERM) -> Optional[int]:
+        """Send `signum` and return the exit status; SIGKILL after the grace period. None if never started."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(self._grace_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("server %s ignored %s for %.0f s: killing it", self.address, signal.Signals(signum).name,
+                           self._grace_s)
+            self.process.kill()
+            return self.process.wait()
+
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _channel(self) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self._credentials)
+
+    def _wait_for_line(self, pattern: "re.Pattern", deadline: float) -> "re.Match":
+        while True:
+            match = pattern.search(self.log())
+            if match:
+                return match
+            self._check_alive(deadline, "no {!r} line".format(pattern.pattern))
+            time.sleep(0.05)
+
+    def _wait_until_serving(self, deadline: float) -> None:
+        while True:
+            try:
+                seen = self.health()
+            except grpc.RpcError:
+                seen = None
+            if seen is not None and self.health_seen[-1:] != [seen]:
+                self.health_seen.append(seen)
+            if seen == health_pb2.HealthCheckResponse.SERVING:
+                return
+            self._check_alive(deadline, "not SERVING")
+            time.sleep(0.05)
+
+    def _check_alive(self, deadline: float, waiting_for: str) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError("server exited with {} before serving; log {}:\n{}".format(
+                self.process.returncode, self.log_path, self._log_tail()))
+        if time.monotonic() > deadline:
+            raise RuntimeError("server {} after {:.0f} s; log {}:\n{}".format(
+                waiting_for, self._startup_timeout_s, self.log_path, self._log_tail()))
+
+    def _log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+def _endpoint(match: "re.Match") -> str:
+    """host:port from a log line's match, a wildcard host replaced by loopback."""
+    host, port = match.groups()
+    return "{}:{}".format("127.0.0.1" if host in _WILDCARDS else host, port)
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """How to start one server."""
+    """How the benchmark starts one server."""
 
     label: str
     """Name of the server setting in the report, e.g. "mbs16"."""
@@ -44,84 +176,7 @@ class ServerSpec:
     options: Tuple[str, ...] = ()
     """Further `python -m serving` options, e.g. ("--max-batch-size", "16")."""
 
-    def command(self) -> list:
-        """The command line of the server process, on free ports."""
-        python = self.python or default_server_python(self.backend)
-        return [python, "-m", "serving", "--model-repository", str(self.model_repository),
-                "--backend", self.backend, "--port", "0", "--metrics-port", "0", *self.options]
-
-
-class ServerProcess:
-    """A running server: started and SERVING on entry, stopped with SIGTERM on exit."""
-
-    def __init__(self, spec: ServerSpec, log_path: Path, startup_timeout_s: float = 300.0,
-                 grace_s: float = 30.0):
-        self.spec = spec
-        self.log_path = Path(log_path)
-        self.target: Optional[str] = None
-        self.metrics_url: Optional[str] = None
-        self._startup_timeout_s = startup_timeout_s
-        self._grace_s = grace_s
-        self._process: Optional[subprocess.Popen] = None
-
-    def __enter__(self) -> "ServerProcess":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(self.spec.command(), stdout=log, stderr=subprocess.STDOUT,
-                                             cwd=str(REPO_ROOT), env=dict(os.environ))
-        try:
-            self._wait_until_serving(time.monotonic() + self._startup_timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        logger.info("server %s on %s (log %s)", self.spec.label, self.target, self.log_path)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def stop(self) -> Optional[int]:
-        """SIGTERM, then SIGKILL after the grace period; returns the exit status."""
-        if self._process is None or self._process.poll() is not None:
-            return None if self._process is None else self._process.returncode
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            return self._process.wait(self._grace_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("server %s ignored SIGTERM for %.0f s: killing it", self.spec.label, self._grace_s)
-            self._process.kill()
-            return self._process.wait()
-
-    def _wait_until_serving(self, deadline: float) -> None:
-        while self.target is None or self.metrics_url is None:
-            self._check_alive(deadline)
-            text = self.log_path.read_text(errors="replace")
-            port, metrics = PORT_LINE.search(text), METRICS_LINE.search(text)
-            self.target = "{}:{}".format(*port.groups()) if port else None
-            self.metrics_url = "http://{}:{}/metrics".format(*metrics.groups()) if metrics else None
-            time.sleep(0.1)
-        with grpc.insecure_channel(self.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while not _is_serving(health):
-                self._check_alive(deadline)
-                time.sleep(0.2)
-
-    def _check_alive(self, deadline: float) -> None:
-        if self._process.poll() is not None:
-            raise RuntimeError("server {} exited with {} before serving; last log lines:\n{}".format(
-                self.spec.label, self._process.returncode, self._log_tail()))
-        if time.monotonic() > deadline:
-            raise RuntimeError("server {} not serving after {:.0f} s; last log lines:\n{}".format(
-                self.spec.label, self._startup_timeout_s, self._log_tail()))
-
-    def _log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _is_serving(health: health_pb2_grpc.HealthStub) -> bool:
-    try:
-        reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
+    def process(self, log_path: Path) -> ServerProcess:
+        """The (not yet started) server process of this spec."""
+        args = ["--model-repository", str(self.model_repository), "--backend", self.backend, *self.options]
+        return ServerProcess(args, log_path, python=self.python)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import importlib
 import os
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -19,26 +19,46 @@ class BackendError(RuntimeError):
     """The runtime or device cannot serve the model; the message says why."""
 
 
+def batch_sizes(max_batch_size: int) -> List[int]:
+    """The sizes batches run at: powers of two below `max_batch_size`, then itself (6 -> 1, 2, 4, 6)."""
+    sizes = []
+    size = 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch_size]
+
+
 class Backend(abc.ABC):
     """A loaded model: NCHW float32 batches in, (batch, classes) float32 logits out.
 
+    After warm_up() a batch runs at the smallest of batch_sizes(max_batch_size) that holds it,
+    zero-padded, and the padding rows are dropped: images are independent, so an image's logits do
+    not depend on its batch-mates. Before warm-up, and above the largest size, a batch runs as is.
     Not thread-safe: the server calls it from its single inference thread only.
     """
 
     runtime_version = ""
+    run_sizes: Tuple[int, ...] = ()
+    """Batch sizes prepared by warm_up(), ascending."""
 
     @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a contiguous float32 batch at exactly its size (a new size may cost a build or compile)."""
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a batch of preprocessed images (N, 3, H, W)."""
+        """Logits for a batch of preprocessed images (N, 3, H, W), run at the next prepared size."""
+        size = batch.shape[0]
+        run_size = next((prepared for prepared in self.run_sizes if prepared >= size), size)
+        if run_size > size:
+            batch = np.concatenate([batch, np.zeros((run_size - size,) + batch.shape[1:], batch.dtype)])
+        return self.run(np.ascontiguousarray(batch, dtype=np.float32))[:size]
 
     def warm_up(self, sample: np.ndarray, max_batch_size: int) -> None:
-        """Run `sample` at each of warm_up_sizes(max_batch_size), so no request pays for setup."""
-        for size in self.warm_up_sizes(max_batch_size):
+        """Prepare and run `sample` at every batch size used from now on, so no request pays for setup."""
+        self.run_sizes = tuple(batch_sizes(max_batch_size))
+        for size in self.run_sizes:
             self.predict(np.repeat(sample[None], size, axis=0))
-
-    def warm_up_sizes(self, max_batch_size: int) -> List[int]:
-        """Batch sizes to run before serving: the smallest and the largest."""
-        return sorted({1, max_batch_size})
 
     def close(self) -> None:
         """Release the runtime's resources."""

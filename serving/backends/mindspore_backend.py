@@ -1,15 +1,15 @@
 """MindSpore backend: the manifest's MINDIR (dynamic batch) through mindspore.load + nn.GraphCell.
 
 MindSpore compiles a graph for every new input shape (seconds on CPU), so batches are padded to
-a power of two no larger than the maximum batch: the warm-up compiles each of those few shapes
-before the server reports SERVING, and no request ever waits for a compile.
+one of the few sizes of serving.backends.batch_sizes (powers of two, and the maximum batch size):
+the warm-up compiles each of them before the server reports SERVING, and no request ever waits for
+a compile.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
-from typing import List
 
 # oneDNN picks reference kernels for 3x3/7x7 convolutions on AVX-512 CPUs (25-100x slower);
 # read when MindSpore loads, so it must be set before the import.
@@ -44,16 +44,8 @@ def _configure_runtime(device: str, device_id: int, threads: int) -> None:
         ms.device_context.cpu.op_tuning.threads_num(threads)
 
 
-def padded_batch_size(size: int) -> int:
-    """The compiled batch size a batch of `size` images runs at: the next power of two."""
-    padded = 1
-    while padded < size:
-        padded *= 2
-    return padded
-
-
 class MindSporeBackend(Backend):
-    """A MINDIR GraphCell; batches are zero-padded to a power of two (images are independent)."""
+    """A MINDIR GraphCell; one compiled graph per batch size."""
 
     runtime_version = "mindspore {}".format(ms.__version__)
 
@@ -66,15 +58,6 @@ class MindSporeBackend(Backend):
             raise BackendError("MindSpore cannot load {}: {}".format(model_file.path, error)) from None
         LOG.info("MindSpore model %s loaded", model_file.path)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for an NCHW batch, run at the padded batch size."""
-        size = batch.shape[0]
-        padded = padded_batch_size(size)
-        if padded != size:
-            batch = np.concatenate([batch, np.zeros((padded - size,) + batch.shape[1:], batch.dtype)])
-        logits = self._cell(ms.Tensor(np.ascontiguousarray(batch, dtype=np.float32))).asnumpy()
-        return logits[:size]
-
-    def warm_up_sizes(self, max_batch_size: int) -> List[int]:
-        """Every padded batch size: each is compiled once, before serving."""
-        return sorted({padded_batch_size(size) for size in range(1, max_batch_size + 1)})
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for an NCHW batch at its exact size (compiled on first use of the size)."""
+        return self._cell(ms.Tensor(batch)).asnumpy()

@@ -1,16 +1,20 @@
 """MindSpore Lite backend: the manifest's "mslite" model (.ms, converted from the ONNX export).
 
-Varying batch sizes: the input is resized only when the batch size changes, and batches run at
-their exact size. Measured here (Lite 2.0, 2 threads, random batch sizes 1..8): on a full-width
-GENet theta-plus at 224 the first call after a resize cost ~2% more than a repeat (1494 vs
-1460 ms at batch 3/5) and exact sizes gave 3.0 img/s against 2.5 img/s for one prebuilt model
-per power-of-two size with zero padding (padding wastes compute; N models cost N times the
-memory). Only on a toy model (width 0.125 at 32 px, ~5 ms per batch) did the prebuilt models
-win, by ~10%.
+One mindspore_lite.Model per batch size, each resized once right after it is built and never again.
+Lite 2.0 computes wrong logits after a *second* Model.resize on one Model: with 2 CPU threads,
+every even batch size reached by a later resize is wrong (max logit error 4-21 on the tiny test
+model; sizes 1,2,1,6,4,3,2,5,6,1 gave errors 0,10,0,8.7,18,0,7.3,0,5.4,0), persistently, although
+the inputs are fetched again after the resize and the outputs copied. One thread, or the first
+resize of a fresh Model, is exact. The warm-up builds the sizes of serving.backends.batch_sizes
+(powers of two and the maximum batch size), and batches are zero-padded up to the next of them;
+padded rows do not change an image's logits (bit-identical here). Memory and speed of this choice
+against the resizing path: serving/README.md.
 """
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Callable, Dict
 
 import mindspore_lite as mslite
 import numpy as np
@@ -22,8 +26,8 @@ LOG = logging.getLogger(__name__)
 
 
 def create(model_file: ModelFile, *, device: str, device_id: int, threads: int) -> "LiteBackend":
-    """Build the Lite model on `device` with `threads` CPU threads."""
-    return LiteBackend(model_file, build_context(device, device_id, threads))
+    """A Lite backend on `device` with `threads` CPU threads per built model."""
+    return LiteBackend(model_file, functools.partial(build_context, device, device_id, threads))
 
 
 def build_context(device: str, device_id: int, threads: int) -> mslite.Context:
@@ -38,40 +42,61 @@ def build_context(device: str, device_id: int, threads: int) -> mslite.Context:
     return context
 
 
-class LiteBackend(Backend):
-    """A built mindspore_lite.Model with a dynamic batch dimension."""
+class SizedModel:
+    """A mindspore_lite.Model built from a file and resized once to one batch size."""
 
-    runtime_version = "mindspore_lite {}".format(getattr(mslite, "__version__", "unknown"))
-
-    def __init__(self, model_file: ModelFile, context: mslite.Context) -> None:
+    def __init__(self, model_file: ModelFile, context: mslite.Context, batch_size: int) -> None:
         model_type = mslite.ModelType.MINDIR_LITE if model_file.format == "MINDIR_LITE" else mslite.ModelType.MINDIR
-        self._model = mslite.Model()
+        self.model = mslite.Model()
+        self.target = context.target
         try:
-            self._model.build_from_file(model_file.path, model_type, context)
+            self.model.build_from_file(model_file.path, model_type, context)
         except RuntimeError as error:
             raise BackendError("MindSpore Lite cannot build {} for {}: {}".format(
                 model_file.path, context.target, error)) from None
-        self._inputs = self._model.get_inputs()
-        self._nhwc = model_file.input_layout == "NHWC"
-        self._shape = list(self._inputs[0].shape)
-        channels = self._shape[3] if self._nhwc else self._shape[1]
-        if len(self._shape) != 4 or channels != 3:
+        self.shape = list(self.model.get_inputs()[0].shape)
+        channel_axis = 3 if model_file.input_layout == "NHWC" else 1
+        if len(self.shape) != 4 or self.shape[channel_axis] != 3:
             raise BackendError("{} has input shape {}, which is not {} with 3 channels as its manifest says".format(
-                model_file.path, self._shape, model_file.input_layout))
-        LOG.info("MindSpore Lite model %s built for %s (input %s, layout %s)", model_file.path, context.target,
-                 self._shape, model_file.input_layout)
+                model_file.path, self.shape, model_file.input_layout))
+        self.shape[0] = batch_size
+        self.model.resize(self.model.get_inputs(), [self.shape])
+        self.inputs = self.model.get_inputs()
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for an NCHW batch; resizes the model input only when the batch size changed."""
-        if self._nhwc:
-            batch = batch.transpose(0, 2, 3, 1)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if list(batch.shape) != self._shape:
-            self._model.resize(self._inputs, [list(batch.shape)])
-            # predict() leaves the Python input wrappers stale after a resize: fetch them again.
-            self._inputs = self._model.get_inputs()
-            self._shape = list(batch.shape)
-        self._inputs[0].set_data_from_numpy(batch)
-        outputs = self._model.predict(self._inputs)
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a batch in the model's layout and size, copied out of Lite's buffer."""
+        self.inputs[0].set_data_from_numpy(batch)
+        outputs = self.model.predict(self.inputs)
         # The array may share Lite's output buffer, which the next predict overwrites: copy it.
         return np.array(outputs[0].get_data_to_numpy(), copy=True).reshape(batch.shape[0], -1)
+
+
+class LiteBackend(Backend):
+    """Lite models of one file, one per batch size run, built on first use of the size (warm-up)."""
+
+    runtime_version = "mindspore_lite {}".format(getattr(mslite, "__version__", "unknown"))
+
+    def __init__(self, model_file: ModelFile, new_context: Callable[[], mslite.Context]) -> None:
+        self._model_file = model_file
+        self._new_context = new_context
+        self._nhwc = model_file.input_layout == "NHWC"
+        self._models: Dict[int, SizedModel] = {}
+        self._model(1)  # fails now, not at the first request, when the file or device is unusable
+        LOG.info("MindSpore Lite model %s built for %s (input %s, layout %s)", model_file.path,
+                 self._models[1].target, self._models[1].shape, model_file.input_layout)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for an NCHW batch on the Model built for its size."""
+        if self._nhwc:
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        return self._model(batch.shape[0]).run(batch)
+
+    def close(self) -> None:
+        """Drop every built Model."""
+        self._models.clear()
+
+    def _model(self, batch_size: int) -> SizedModel:
+        if batch_size not in self._models:
+            self._models[batch_size] = SizedModel(self._model_file, self._new_context(), batch_size)
+            LOG.debug("MindSpore Lite model built for batch size %d", batch_size)
+        return self._models[batch_size]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving.server_process import LITE_PYTHON, REPO_ROOT, ServerProcess
+from clients.benchmark.servers import REPO_ROOT, ServerProcess
 
 EXPORT_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
 
@@ -56,13 +56,13 @@ def free_port() -> int:
 
 
 def _lite_server(model_repository, log_dir):
-    return ServerProcess(LITE_PYTHON, ["--model-repository", str(model_repository), "--backend", "mslite"], log_dir,
+    return ServerProcess(["--model-repository", str(model_repository), "--backend", "mslite"], log_dir / "server.log",
                          startup_timeout_s=180)
 
 
 @pytest.fixture(scope="session")
 def server(model_repository, tmp_path_factory):
-    """A Lite server process on the tiny model, SERVING (tests/serving's ServerProcess: .address, .metric())."""
+    """A Lite server process on the tiny model, SERVING (clients.benchmark.servers.ServerProcess)."""
     with _lite_server(model_repository, tmp_path_factory.mktemp("logs")) as process:
         yield process
 

@@ -69,8 +69,7 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
 
 def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tmp_path):
     out = tmp_path / "report"
-    status = main(["--target", server.address, "--label", "shared", "--metrics-url",
-                   "http://127.0.0.1:{}/metrics".format(server.metrics_port),
+    status = main(["--target", server.address, "--label", "shared", "--metrics-url", server.metrics_url,
                    "--rate", "20", "--warmup", "0.2", "--duration", "1", "--images", *images[:2],
                    "--images-per-request", "2", "--no-offline", "--out", str(out)])
     assert status == 0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clients.benchmark.servers import REPO_ROOT, ServerProcess
 from genet.v1 import classifier_pb2_grpc
-from tests.serving.server_process import LITE_PYTHON, MAIN_PYTHON, REPO_ROOT, ServerProcess
 
 MODEL_NAME = "genet_res50"
 EXPORT_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
@@ -20,7 +20,7 @@ DATA = REPO_ROOT / "data"
 # The shared server: small batches with a noticeable delay so that concurrent requests merge.
 SERVER_ARGS = ("--max-batch-size", "8", "--max-queue-delay-ms", "20", "--max-queue-size", "64",
                "--max-images-per-request", "32", "--max-message-mb", "2", "--threads", "1", "--workers", "2")
-PYTHONS = {"mslite": LITE_PYTHON, "mindspore": MAIN_PYTHON}
+BACKENDS = ("mindspore", "mslite")
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,8 @@ def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
 def start_server(backend: str, model_repository: Path, log_dir: Path, extra_args: List[str] = ()) -> ServerProcess:
     """A started server process of `backend` (mslite in .venv-lite, mindspore in .venv), SERVING."""
     args = ["--model-repository", str(model_repository), "--backend", backend, *SERVER_ARGS, *extra_args]
-    return ServerProcess(PYTHONS[backend], args, log_dir, startup_timeout_s=180).start()
+    log_path = log_dir / "server-{}.log".format(len(list(log_dir.glob("server-*.log"))))
+    return ServerProcess(args, log_path, startup_timeout_s=180).start()
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +111,7 @@ def start_lite_server(model_repository, tmp_path):
         assert server.stop() == 0, server.log()
 
 
-@pytest.fixture(scope="session", params=sorted(PYTHONS))
+@pytest.fixture(scope="session", params=BACKENDS)
 def server(request):
     """The core suite runs against each backend's shared server."""
     return request.getfixturevalue(request.param + "_server")

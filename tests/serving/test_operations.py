@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
-from tests.serving.server_process import LITE_PYTHON, REPO_ROOT
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

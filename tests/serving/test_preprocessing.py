@@ -16,10 +16,10 @@ from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 from PIL import Image
 
+from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
 from serving.decoding import decode_rgb
 from serving.manifest import read_manifest
 from serving.preprocessing import Preprocessor
-from tests.serving.server_process import LITE_PYTHON, REPO_ROOT
 from training.presets import EvalPreset
 
 ONE_LEVEL = 1 / 57.12  # one 8-bit step after normalisation by the smallest std: 0.0175

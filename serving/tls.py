@@ -1,0 +1,48 @@
+"""Transport security: TLS and mutual-TLS server credentials, and whether an address is local.
+
+`--tls-cert`/`--tls-key` turn TLS on; `--tls-client-ca` additionally requires every client to
+present a certificate signed by that CA (mutual TLS). Files are read once, at start-up.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+import grpc
+
+LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+class TlsFileError(ValueError):
+    """A certificate, key or CA file cannot be read."""
+
+
+def server_credentials(cert: str, key: str, client_ca: Optional[str] = None) -> grpc.ServerCredentials:
+    """TLS credentials from PEM files; with `client_ca`, clients must present a certificate it signed."""
+    return grpc.ssl_server_credentials(
+        [(_read(key, "--tls-key"), _read(cert, "--tls-cert"))],
+        root_certificates=None if client_ca is None else _read(client_ca, "--tls-client-ca"),
+        require_client_auth=client_ca is not None,
+    )
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise TlsFileError("cannot read {} {}: {}".format(flag, path, error)) from None
+    if b"-----BEGIN " not in data:
+        raise TlsFileError("{} {} is not a PEM file".format(flag, path))
+    return data
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    if host.lower() in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve to anything
+        return False

@@ -81,6 +81,12 @@ bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep, a
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
 	  --max-batch-size 1,16 --concurrency 1,2,4,8,16 --data $(DATA) --out reports $(ARGS)
 
+stress: setup ## fault-and-load suite: bad inputs, 4x overload, cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
+	$(PY) -m clients.stress --report reports/stress.json $(ARGS)
+
+demo: ## the main job end to end: setup -> data -> train -> export -> serve -> classify -> bench
+	scripts/demo.sh
+
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
 	rm -rf $(VENV) $(VENV_LITE) genet build .pytest_cache
 

@@ -19,6 +19,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--model-version", default="", help="model version to use (default: the latest)")
     parser.add_argument("--images-per-request", type=int, default=16, help="images sent per call (default 16)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--wait-ready", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS for the server to report SERVING (default: don't wait)")
     add_connection_arguments(parser)
     return parser.parse_args(argv)
 
@@ -70,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         with client_from_args(args) as client:
+            if args.wait_ready > 0:
+                client.wait_until_serving(args.wait_ready)
             report = classify_files(client, args)
     except ClientError as error:
         print("error: {}: {}".format(", ".join(args.target), error), file=sys.stderr)

@@ -14,6 +14,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from clients.channel import TlsConfig, create_channel
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
 
@@ -105,6 +107,7 @@ class ClassifierClient:
         self._channel = create_channel(target, tls, options)
         channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
         self._stub = classifier_pb2_grpc.ClassifierStub(channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> "ClassifierClient":
         return self
@@ -115,6 +118,28 @@ class ClassifierClient:
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
+
+    def wait_until_serving(self, timeout_s: float, poll_s: float = 0.5) -> None:
+        """Block until the server's health reports SERVING for the Classifier service.
+
+        For scripts that start a server and then use it: the port opens before the model is
+        loaded and warmed. Raises ClientError(DEADLINE_EXCEEDED) if it is not SERVING in time.
+        """
+        deadline = time.monotonic() + timeout_s
+        request = health_pb2.HealthCheckRequest(service=classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name)
+        status = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                reply = self._health.Check(request, timeout=max(min(poll_s * 4, deadline - time.monotonic()), 0.01),
+                                           wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as error:
+                status = error.code().name
+            time.sleep(poll_s)
+        raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          "server not SERVING after {:.0f} s (last status: {})".format(timeout_s, status))
 
     def model_info(self, model_version: str = "", timeout_s: Optional[float] = None) -> classifier_pb2.ModelInfo:
         """What the server serves: labels, input, preprocessing, backend, batching settings."""

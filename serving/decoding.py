@@ -16,6 +16,7 @@ Pillow reads only the header first, so the pixel limit is enforced before any pi
 from __future__ import annotations
 
 import io
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -28,8 +29,12 @@ OPENCV_FORMATS = ("PNG", "BMP", "TIFF", "PPM")
 _CV_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode `data` to an RGB uint8 array (H, W, 3); InvalidInput on anything unusable."""
+def decode_rgb(data: bytes, max_pixels: int,
+               check_size: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Decode `data` to an RGB uint8 array (H, W, 3); InvalidInput on anything unusable.
+
+    `check_size(width, height)`, if given, vets the header's size before any pixel is decoded.
+    """
     if not data:
         raise InvalidInput("empty image (0 bytes)")
     image = _open_header(data, max_pixels)
@@ -39,6 +44,8 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     if width * height > max_pixels:
         raise InvalidInput("{} x {} = {} pixels exceeds the pixel limit of {} (--max-image-pixels)".format(
             width, height, width * height, max_pixels))
+    if check_size is not None:
+        check_size(width, height)
     if image.format in JPEG_FORMATS:
         rgb = _decode_jpeg(image)
     elif image.format in OPENCV_FORMATS:

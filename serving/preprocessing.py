@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from serving.decoding import decode_rgb
+from serving.errors import InvalidInput
 from serving.manifest import Preprocessing
 
 
@@ -35,7 +36,16 @@ class Preprocessor:
 
     def __call__(self, data: bytes) -> np.ndarray:
         """Decode, resize, center-crop, normalise and transpose one image."""
-        return self.transform(decode_rgb(data, self.max_pixels))
+        return self.transform(decode_rgb(data, self.max_pixels, self.check_resized_size))
+
+    def check_resized_size(self, width: int, height: int) -> None:
+        """Refuse images whose resized copy would exceed the pixel limit (long thin strips:
+        a 1 x 200,000 PNG of 661 bytes would otherwise resize to 11 billion pixels)."""
+        new_h, new_w = resized_size(height, width, self.spec.resize_size)
+        if new_h * new_w > self.max_pixels:
+            raise InvalidInput("{} x {} resizes to {} x {} = {} pixels, over the pixel limit of {} "
+                               "(--max-image-pixels)".format(width, height, new_w, new_h, new_h * new_w,
+                                                             self.max_pixels))
 
     def transform(self, rgb: np.ndarray) -> np.ndarray:
         """The eval transform on a decoded RGB uint8 (H, W, 3) array."""

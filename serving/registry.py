@@ -14,6 +14,9 @@ from serving.manifest import Manifest
 from serving.model import ServedModel
 
 LOG = logging.getLogger(__name__)
+# A client-chosen model_version is echoed in errors only this far: status details travel in
+# metadata, which gRPC limits to 8 KiB.
+_SHOWN_VERSION_CHARS = 64
 
 Loader = Callable[[Manifest], Awaitable[ServedModel]]
 
@@ -49,8 +52,9 @@ class ModelRegistry:
             return self._models[self._latest]
         model = self._models.get(_normalise(version))
         if model is None:
+            shown = version if len(version) <= _SHOWN_VERSION_CHARS else version[:_SHOWN_VERSION_CHARS] + "..."
             raise NotFound("model {} version {!r} is not loaded (loaded: {})".format(
-                self.name, version, ", ".join(self.versions()) or "none"))
+                self.name, shown, ", ".join(self.versions()) or "none"))
         if not model.ready:
             raise Unavailable("model {} version {} is not ready".format(self.name, model.version))
         return model
@@ -85,7 +89,8 @@ class ModelRegistry:
 
 
 def _normalise(version: str) -> str:
-    return str(int(version)) if version.isdigit() else version
+    # Not int(): Python refuses to parse more than 4300 digits, and versions come from clients.
+    return (version.lstrip("0") or "0") if version.isdigit() else version
 
 
 def _version_key(version: str):

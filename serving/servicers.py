@@ -27,25 +27,25 @@ def rpc_method(handler):
     async def wrapper(self, request, context):
         metrics: ServingMetrics = self.metrics
         started = time.monotonic()
-        code = "OK"
+        code, message = "OK", ""
         metrics.in_progress.labels(method=method).inc()
         try:
             return await handler(self, request, context)
         except ServingError as error:
-            code = error.code
-            await context.abort(getattr(grpc.StatusCode, error.code), error.message)
+            code, message = error.code, error.message
         except asyncio.CancelledError:
             code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
             raise
         except Exception as error:  # a bug: log it, answer INTERNAL without internals
             code = "INTERNAL"
+            message = "internal error in {}: {}".format(method, type(error).__name__)
             LOG.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in {}: {}".format(
-                method, type(error).__name__))
         finally:
+            # Recorded before the status leaves: a client holding its answer finds it counted.
             metrics.in_progress.labels(method=method).dec()
             metrics.requests.labels(method=method, code=code).inc()
             metrics.request_latency.labels(method=method).observe(time.monotonic() - started)
+        await context.abort(getattr(grpc.StatusCode, code), message)
 
     return wrapper
 

@@ -23,6 +23,11 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, group=1, pad_mode="
                      group=group, has_bias=False, weight_init=HeUniform())
 
 
+def bn_settings(reference, momentum=None):
+    """A BN's settings: the reference's, with the momentum replaced when one is given."""
+    return reference if momentum is None else dict(reference, momentum=momentum)
+
+
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, relu=True, bn=None):
     """Convolution + BatchNorm (+ ReLU), the reference's Conv2dBnAct unit."""
     bn = bn or BODY_BN
@@ -42,20 +47,20 @@ class Gather(nn.Cell):
     step as nn.Conv2d instead of FullMapDepthwise (same parameters and function).
     """
 
-    def __init__(self, channels, side, extra, as_conv=False):
+    def __init__(self, channels, side, extra, as_conv=False, bn_momentum=None):
         super().__init__()
         self.extra = extra
         if not extra:
             return
         layers = []
         if side >= GATHER_DOWNSAMPLE_MIN_SIDE:
-            layers += [conv2d(channels, channels, 3, stride=2), _gather_bn(channels)]
+            layers += [conv2d(channels, channels, 3, stride=2), _gather_bn(channels, bn_momentum)]
             side = downsampled_side(side)
         if as_conv:
             depthwise = conv2d(channels, channels, side, group=channels, pad_mode="valid")
         else:
             depthwise = FullMapDepthwise(channels, side)
-        layers += [depthwise, _gather_bn(channels)]
+        layers += [depthwise, _gather_bn(channels, bn_momentum)]
         self.body = nn.SequentialCell(layers)
 
     def construct(self, x):
@@ -109,18 +114,20 @@ class GEBottleneck(nn.Cell):
     """
 
     def __init__(self, in_channels, mid_channels, out_channels, stride, side, *, extra, mlp,
-                 gather_as_conv=False):
+                 gather_as_conv=False, bn_momentum=None):
         super().__init__()
+        bn = bn_settings(BODY_BN, bn_momentum)
         self.body = nn.SequentialCell([
-            conv_bn(in_channels, mid_channels, 1),
-            conv_bn(mid_channels, mid_channels, 3, stride=stride),
-            conv_bn(mid_channels, out_channels, 1, relu=False),
+            conv_bn(in_channels, mid_channels, 1, bn=bn),
+            conv_bn(mid_channels, mid_channels, 3, stride=stride, bn=bn),
+            conv_bn(mid_channels, out_channels, 1, relu=False, bn=bn),
         ])
-        self.gather = Gather(out_channels, side, extra, as_conv=gather_as_conv)
+        self.gather = Gather(out_channels, side, extra, as_conv=gather_as_conv,
+                             bn_momentum=bn_momentum)
         self.excite = Excite(out_channels, mlp)
         self.has_shortcut = stride != 1 or in_channels != out_channels
         if self.has_shortcut:
-            self.shortcut = conv_bn(in_channels, out_channels, 1, stride=stride, relu=False)
+            self.shortcut = conv_bn(in_channels, out_channels, 1, stride=stride, relu=False, bn=bn)
         self.relu = nn.ReLU()
 
     def construct(self, x):
@@ -135,5 +142,6 @@ def downsampled_side(side):
     return (side + 1) // 2
 
 
-def _gather_bn(channels):
-    return nn.BatchNorm2d(channels, eps=GATHER_BN["eps"], momentum=GATHER_BN["momentum"])
+def _gather_bn(channels, momentum=None):
+    bn = bn_settings(GATHER_BN, momentum)
+    return nn.BatchNorm2d(channels, eps=bn["eps"], momentum=bn["momentum"])

@@ -29,6 +29,15 @@ def list_checkpoints(run_dir):
     return sorted(found)
 
 
+def remove_partial_checkpoints(run_dir):
+    """Delete temporary files that a save killed half-way left behind; return their names."""
+    removed = []
+    for path in Path(run_dir).glob(".tmp-*.ckpt"):
+        path.unlink()
+        removed.append(path.name)
+    return removed
+
+
 def save_checkpoint_atomic(save_obj, path, append_dict=None):
     """Write a checkpoint to a temporary file in the same folder, then rename it into place."""
     path = Path(path)

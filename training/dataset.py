@@ -135,11 +135,12 @@ def _shard_args(train: bool, count: int, rank_id: int, rank_size: int) -> dict:
 
 def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
                    num_workers: int = 2, rank_id: int = 0, rank_size: int = 1,
-                   crop_scale_min: float = 0.08,
+                   crop_scale_min: float = 0.08, images_per_epoch: int = 0,
                    verify_images: bool = True) -> Tuple[ds.Dataset, List[str]]:
     """Batched (float32 NCHW image, int32 label) dataset over root/<class>/<image>; class names.
 
-    Training shuffles, applies TrainPreset (crop area from crop_scale_min to 1) and drops the last incomplete batch; evaluation applies
+    Training shuffles, keeps images_per_epoch images (0: all), applies TrainPreset (crop area from
+    crop_scale_min to 1) and drops the last incomplete batch; evaluation applies
     EvalPreset in file order and keeps every image (the last batch may be smaller).
     """
     if batch_size < 1:
@@ -164,6 +165,8 @@ def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
                     num_parallel_workers=num_workers)
     data = data.map(operations=transforms.TypeCast(ms.int32), input_columns="label",
                     num_parallel_workers=num_workers)
+    if train and images_per_epoch:
+        data = data.take(images_per_epoch)  # after the shuffle: a new subset every epoch
     data = data.batch(batch_size, drop_remainder=train)
     LOG.info("%s dataset %s: %d images in %d classes, %r, shard %d/%d, batch %d",
              "train" if train else "eval", root, count, len(classes), preset, rank_id, rank_size,

@@ -16,7 +16,7 @@ from pathlib import Path
 # `training` before `mindspore`: training/__init__ sets ONEDNN_MAX_CPU_ISA before MindSpore
 # loads, also when msrun starts this file as a script.
 from training.callbacks import (FINAL_CHECKPOINT, CheckpointSaver, JsonLinesLog, ProgressLogger,
-                                list_checkpoints, save_checkpoint_atomic)
+                                list_checkpoints, remove_partial_checkpoints, save_checkpoint_atomic)
 from training.config import load_config, save_config
 from training.dataset import DatasetError, create_dataset
 from training.evaluate import evaluate_network, format_metrics
@@ -116,7 +116,7 @@ def build_datasets(cfg, rank_id, rank_size):
     root = Path(cfg.data.root)
     train_set, classes = open_dataset(root / cfg.data.train_dir, train=True, rank_id=rank_id,
                                       rank_size=rank_size, crop_scale_min=cfg.data.crop_scale_min,
-                                      **sizes)
+                                      images_per_epoch=cfg.data.train_images_per_epoch, **sizes)
     if len(classes) != cfg.model.num_classes:
         raise SystemExit(f"error: {root / cfg.data.train_dir} has {len(classes)} classes but "
                          f"model.num_classes is {cfg.model.num_classes}")
@@ -151,6 +151,8 @@ def build_trainer(network, optimizer, cfg):
 
 def restore_state(run_dir, network, optimizer):
     """Load the newest checkpoint into network and optimiser; return (epoch, step) done."""
+    for name in remove_partial_checkpoints(run_dir):
+        LOGGER.warning("removed %s, a checkpoint save that was interrupted", name)
     epoch, path = list_checkpoints(run_dir)[-1]
     params = ms.load_checkpoint(str(path))
     step = int(params.pop("step_num").asnumpy())

@@ -1,27 +1,12 @@
 """Fixtures of the client tests: a tiny exported model, real Lite server processes, test images."""
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clients.benchmark.servers import REPO_ROOT, ServerProcess
+from clients.benchmark.servers import ServerProcess
 
-EXPORT_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
-
-
-@pytest.fixture(scope="session")
-def model_repository(tmp_path_factory) -> Path:
-    """A repository holding one randomly initialised, tiny GENet exported in every format."""
-    repository = tmp_path_factory.mktemp("models")
-    command = [sys.executable, "-m", "export", "--random-init", "--config", "training/configs/demo.yaml",
-               "--repository", str(repository), *EXPORT_OVERRIDES]
-    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return repository
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,14 @@ def test_runs_as_a_module(server, images):
                                cwd=str(Path(__file__).resolve().parents[2]))
     assert completed.returncode == 0, completed.stderr
     assert images[0] in completed.stdout
+
+
+def test_wait_ready_returns_once_the_server_is_serving(server, images, capsys):
+    assert main(["--target", server.address, "--wait-ready", "30", "--json", images[0]]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+
+
+def test_wait_ready_gives_up_with_one_error_line(free_port, images, capsys):
+    assert main(["--target", "127.0.0.1:{}".format(free_port), "--wait-ready", "1.5", images[0]]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "not SERVING after 2 s" in err and "DEADLINE_EXCEEDED" in err

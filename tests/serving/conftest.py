@@ -1,8 +1,5 @@
 """Fixtures of the serving tests: a tiny exported model, test images, live server processes."""
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -15,24 +12,11 @@ from clients.benchmark.servers import REPO_ROOT, ServerProcess
 from genet.v1 import classifier_pb2_grpc
 
 MODEL_NAME = "genet_res50"
-EXPORT_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
 DATA = REPO_ROOT / "data"
 # The shared server: small batches with a noticeable delay so that concurrent requests merge.
 SERVER_ARGS = ("--max-batch-size", "8", "--max-queue-delay-ms", "20", "--max-queue-size", "64",
                "--max-images-per-request", "32", "--max-message-mb", "2", "--threads", "1", "--workers", "2")
 BACKENDS = ("mindspore", "mslite")
-
-
-@pytest.fixture(scope="session")
-def model_repository(tmp_path_factory) -> Path:
-    """A repository with one randomly initialised, tiny GENet exported by the real export CLI."""
-    repository = tmp_path_factory.mktemp("models")
-    command = [sys.executable, "-m", "export", "--random-init", "--config", "training/configs/demo.yaml",
-               "--repository", str(repository), "--name", MODEL_NAME, *EXPORT_OVERRIDES]
-    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=600,
-                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return repository
 
 
 @pytest.fixture(scope="session")

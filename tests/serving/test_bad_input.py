@@ -55,6 +55,8 @@ BAD_IMAGES = {
     "JPEG bomb 60000x60000": (jpeg_claiming(60000, 60000), "pixel limit"),
     "JPEG claiming 8000x8000": (jpeg_claiming(8000, 8000), "pixel limit"),
     "GIF": (encode(np.zeros((8, 8, 3)), "GIF"), "GIF images are not supported"),
+    # 661 bytes whose resized copy would need 55 x 11,000,000 pixels.
+    "PNG strip 1x200000": (png_header_only(200000, 1), "resizes to"),
 }
 
 
@@ -117,6 +119,14 @@ def test_an_unknown_model_version_is_not_found(stub):
                           (stub.GetModelInfo, classifier_pb2.GetModelInfoRequest(model_version="99"))):
         error = rpc_error(call, request)
         assert error.code() == grpc.StatusCode.NOT_FOUND and "'99'" in error.details()
+    assert_still_serving(stub)
+
+
+def test_a_huge_model_version_is_not_found_with_a_short_message(stub):
+    version = "9" * 10000  # more digits than Python's int() accepts
+    error = rpc_error(stub.Classify, classifier_pb2.ClassifyRequest(images=[GOOD], model_version=version))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert len(error.details()) < 300 and "999..." in error.details()
     assert_still_serving(stub)
 
 

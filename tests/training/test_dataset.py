@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import mindspore.dataset as ds
 
 from training.dataset import DatasetError, create_dataset, find_classes, image_problem
 from training.prepare_data import FMNIST_CLASSES, build_fmnist, build_photos
@@ -112,6 +113,18 @@ def test_train_batches_drop_the_remainder(fmnist):
     assert all(0 <= label < 10 for label in labels)
     _, first_labels = next(dataset.create_tuple_iterator(output_numpy=True))
     assert first_labels.dtype == np.int32
+
+
+def test_images_per_epoch_draws_a_new_subset_each_epoch(fmnist):
+    ds.config.set_seed(0)
+    dataset, _ = create_dataset(fmnist / "train", train=True, batch_size=4, image_size=32,
+                                images_per_epoch=12)
+    assert dataset.get_dataset_size() == 3
+    iterator = dataset.create_tuple_iterator(output_numpy=True, num_epochs=2)
+    epochs = [np.sort(np.concatenate([labels for _, labels in iterator])) for _ in range(2)]
+    assert [len(labels) for labels in epochs] == [12, 12]
+    # 12 of 30 images (3 per class): the class histograms of two draws differ (seeded, so stable).
+    assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_eval_shards_are_disjoint_and_complete(tmp_path, fmnist, photos):

@@ -107,10 +107,13 @@ def test_loss_goes_down(trained):
 def test_resume_continues_from_saved_step(trained, data_root, tmp_path):
     run_dir = shutil.copytree(trained[0], tmp_path / "tiny")
     (run_dir / "epoch_0006.ckpt").unlink()  # as if interrupted during epoch 6
+    (run_dir / ".tmp-4242-epoch_0006.ckpt").write_bytes(b"half a checkpoint")  # ... while saving it
     result = run_module("training.train", "--config", run_dir / "config.yaml", "--resume",
                         *tiny_overrides(data_root, tmp_path, **{"train.epochs": EPOCHS + 1}))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr and "epoch 5, step 15" in result.stderr
+    assert "removed .tmp-4242-epoch_0006.ckpt" in result.stderr
+    assert not list(run_dir.glob(".tmp-*"))
     steps = [record for record in read_log(run_dir, "step")][EPOCHS * STEPS_PER_EPOCH:]
     assert [record["step"] for record in steps] == list(range(5 * STEPS_PER_EPOCH + 1,
                                                               (EPOCHS + 1) * STEPS_PER_EPOCH + 1))

@@ -1,0 +1,1 @@
+"""The fault-and-load suite (`make stress`): bad inputs, overload, cancellation, SIGTERM, hot reload, kill -9."""

@@ -1,0 +1,34 @@
+"""How long and how hard the suite pushes: the full plan (`make stress`) and the quick one (CI)."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and durations of every check."""
+
+    corpus_rounds: int
+    """Times the whole bad-input corpus is sent (RSS is compared after the 2 warm-up rounds and the last)."""
+    capacity_s: float
+    """Measured seconds of the closed loop that finds the server's capacity."""
+    overload_s: float
+    """Measured seconds of the overload."""
+    overload_factor: float
+    """Overload rate as a multiple of the capacity."""
+    reload_s: float
+    """Seconds of load around the hot reload."""
+    sigterm_before_s: float
+    """Seconds of load before SIGTERM."""
+    sigterm_after_s: float
+    """Seconds the load goes on after SIGTERM (against a draining, then closed server)."""
+    sigterm_factor: float
+    """Load rate during the SIGTERM check as a multiple of the capacity (above 1: the queue stays full)."""
+    train_per_class: int
+    """Fashion-MNIST training images per class of the tiny run killed with SIGKILL."""
+    train_epochs: int
+    """Epochs of the tiny run."""
+
+
+FULL = Plan(corpus_rounds=10, capacity_s=10.0, overload_s=30.0, overload_factor=4.0, reload_s=20.0,
+            sigterm_before_s=5.0, sigterm_after_s=3.0, sigterm_factor=1.5, train_per_class=48, train_epochs=4)
+QUICK = Plan(corpus_rounds=4, capacity_s=3.0, overload_s=8.0, overload_factor=4.0, reload_s=8.0,
+             sigterm_before_s=2.0, sigterm_after_s=2.0, sigterm_factor=1.5, train_per_class=32, train_epochs=3)

@@ -1,0 +1,100 @@
+"""The fault-and-load suite: its corpus, its verdicts, and its quick form end to end against a Lite server."""
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from clients.benchmark.load import Record
+from clients.benchmark.servers import REPO_ROOT
+from clients.stress.corpus import Limits, build_corpus
+from clients.stress.shutdown import is_cancelled_at_stop, is_refused
+
+LIMITS = Limits(max_images_per_request=16, max_message_bytes=4 * 1024 * 1024, max_image_pixels=40_000_000)
+# Statuses serving/README.md documents, checked here independently of the suite's own verdicts.
+DOCUMENTED = {
+    "empty request": "INVALID_ARGUMENT",
+    "too many images (limit + 1)": "INVALID_ARGUMENT",
+    "oversized message (limit + 1 MiB)": "RESOURCE_EXHAUSTED",
+    "unknown model_version 99": "NOT_FOUND",
+    "huge top_k (2^32-1)": "OK",
+    "random bytes 1 KiB": "INVALID_ARGUMENT",
+    "JPEG truncated at 2/3": "INVALID_ARGUMENT",
+    "PNG claiming 50000 x 50000": "INVALID_ARGUMENT",
+    "animated GIF": "INVALID_ARGUMENT",
+    "16-bit RGB PNG": "OK",
+    "CMYK JPEG": "OK",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """The corpus built against LIMITS, by case name."""
+    return {case.name: case for case in build_corpus(LIMITS)}
+
+
+def test_the_corpus_covers_the_issue_list(corpus):
+    assert len(corpus) >= 30
+    for needed in ("truncated", "JPEG", "PNG", "magic", "0 x 0", "65535", "bomb",
+                   "16-bit", "CMYK", "animated GIF", "top_k", "empty request", "oversized", "random bytes",
+                   "too many images"):
+        assert any(needed in name for name in corpus), needed
+
+
+def test_bombs_are_small_on_the_wire_but_huge_in_their_headers(corpus):
+    bombs = [case for name, case in corpus.items() if "bomb" in name]
+    assert len(bombs) == 2
+    for case in bombs:
+        data = case.request.images[0]
+        width, height = struct.unpack(">II", data[16:24])  # IHDR follows the 8-byte signature and chunk header
+        assert len(data) < 1024 * 1024 < width * height * 3 // 64
+    over, under = sorted(bombs, key=lambda case: case.expected)
+    assert over.expected == ("INVALID_ARGUMENT",) and under.expected == ("OK",)
+
+
+def test_the_oversized_message_is_over_the_limit(corpus):
+    assert corpus["oversized message (limit + 1 MiB)"].request.ByteSize() > LIMITS.max_message_bytes
+
+
+def record(code, details, sent=0.0, end=1.0):
+    """A finished call of the load generator."""
+    return Record(start=sent, end=end, images=1, code=code, sent=sent, details=details)
+
+
+def test_refusals_are_told_apart_from_lost_calls():
+    assert is_refused(record("RESOURCE_EXHAUSTED", "queue full"))
+    assert is_refused(record("UNAVAILABLE", "the model is shutting down"))
+    assert is_refused(record("UNAVAILABLE", "failed to connect to all addresses; last error: Connection refused"))
+    assert not is_refused(record("UNAVAILABLE", "Socket closed"))
+    assert not is_refused(record("CANCELLED", "cancelled"))
+    assert not is_refused(record("OK", ""))
+
+
+def test_quick_suite_loses_nothing_and_answers_as_documented(model_repository, tmp_path):
+    report_path = tmp_path / "stress.json"
+    command = [sys.executable, "-m", "clients.stress", "--quick", "--skip", "training", "--model-repository",
+               str(model_repository), "--workdir", str(tmp_path / "work"), "--report", str(report_path)]
+    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert "requests lost: 0 (must be 0)" in completed.stdout
+    report = json.loads(report_path.read_text())
+    assert report["totals"]["requests_lost"] == 0 and report["totals"]["passed"]
+    checks = {check["name"]: check for check in report["checks"]}
+    assert {name: check["verdict"] for name, check in checks.items() if name != "reload"} == {
+        "bad-inputs": "PASS", "overload": "PASS", "sigterm": "PASS", "cancellation": "PASS", "training": "SKIP"}
+    assert checks["reload"]["verdict"] in ("PASS", "SKIP")
+    seen = checks["bad-inputs"]["details"]["cases"]
+    rounds = checks["bad-inputs"]["details"]["rounds"]
+    for name, code in DOCUMENTED.items():
+        assert seen[name] == {code: rounds}, name
+    overload = checks["overload"]["details"]["codes"]
+    assert set(overload) == {"OK", "RESOURCE_EXHAUSTED"}
+
+
+def test_only_calls_sent_after_sigterm_and_cancelled_at_once_are_counted_as_cancelled_at_stop():
+    signalled, grace = 10.0, 15.0
+    assert is_cancelled_at_stop(record("CANCELLED", "CANCELLED", sent=10.01, end=10.02), signalled, grace)
+    assert not is_cancelled_at_stop(record("CANCELLED", "CANCELLED", sent=9.99, end=10.02), signalled, grace)
+    assert not is_cancelled_at_stop(record("CANCELLED", "CANCELLED", sent=10.01, end=26.0), signalled, grace)
+    assert not is_cancelled_at_stop(record("UNAVAILABLE", "Socket closed", sent=10.01, end=10.02), signalled, grace)

@@ -1,0 +1,25 @@
+"""Fixtures shared by every test package: one tiny model exported by the real export CLI."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "genet_res50"
+# The demo network, made tiny: width 0.125 at 32 px, 10 classes, random weights.
+TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> Path:
+    """A repository holding one randomly initialised, tiny GENet exported in every format available
+    here (models/genet_res50/1/). Shared by all tests: copy it before writing into it."""
+    repository = tmp_path_factory.mktemp("models")
+    command = [sys.executable, "-m", "export", "--random-init", "--config", "training/configs/demo.yaml",
+               "--repository", str(repository), "--name", MODEL_NAME, *TINY_MODEL_OVERRIDES]
+    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=600,
+                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return repository

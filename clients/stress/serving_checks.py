@@ -122,7 +122,7 @@ def serving_checks(setup: Setup) -> List[CheckResult]:
         results = main_server_checks(setup)
     except Exception as error:  # e.g. the server did not start: every check on it failed
         logger.exception("the main server checks crashed")
-        results = [guarded(name, setup.skip, lambda: _raise(error)) for name in MAIN_SERVER_CHECKS]
+        results = [guarded(name, setup.skip, lambda crash=error: _raise(crash)) for name in MAIN_SERVER_CHECKS]
     results.append(guarded("cancellation", setup.skip, lambda: cancellation_check(setup)))
     return results
 

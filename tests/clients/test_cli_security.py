@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2
 
 from clients.benchmark.servers import REPO_ROOT
 from clients.classify import main
-from tests.serving.tls_testing import client_credentials, have_openssl, health_status, make_pki, start_tls_server
+from tests.serving.tls_testing import (client_credentials, have_openssl, health_status, make_pki,
+                                       start_mtls_server, start_token_server)
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKEN = "cli-token-5e21"
@@ -38,9 +39,7 @@ def token_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def token_server(pki, token_files, model_repository, tmp_path_factory):
     """A TLS server requiring a bearer token."""
-    server = start_tls_server(model_repository, tmp_path_factory.mktemp("logs"), client_credentials(pki),
-                              "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                              "--auth-token-file", token_files["server"])
+    server = start_token_server(pki, model_repository, tmp_path_factory.mktemp("logs"), token_files["server"])
     yield server
     assert server.stop() == 0, server.log()
 
@@ -48,10 +47,7 @@ def token_server(pki, token_files, model_repository, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mtls_server(pki, model_repository, tmp_path_factory):
     """A server requiring a client certificate signed by the test CA."""
-    server = start_tls_server(model_repository, tmp_path_factory.mktemp("logs"),
-                              client_credentials(pki, pki.client_cert, pki.client_key),
-                              "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                              "--tls-client-ca", str(pki.ca))
+    server = start_mtls_server(pki, model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
 

@@ -16,7 +16,8 @@ from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from serving.auth import TokenFileError, read_tokens
 from serving.cli import read_security
 from serving.settings import Settings
-from tests.serving.tls_testing import client_credentials, have_openssl, health_status, make_pki, start_tls_server
+from tests.serving.tls_testing import (client_credentials, have_openssl, health_status, make_pki,
+                                       start_mtls_server, start_token_server)
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKENS = ("first-token-7f3a", "second-token-91bc")
@@ -59,9 +60,7 @@ def info_code(address, credentials, token=None):
 @pytest.fixture(scope="module")
 def tls_token_server(pki, token_file, model_repository, tmp_path_factory):
     """A Lite server speaking TLS and requiring a bearer token."""
-    server = start_tls_server(model_repository, tmp_path_factory.mktemp("logs"), client_credentials(pki),
-                              "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                              "--auth-token-file", str(token_file))
+    server = start_token_server(pki, model_repository, tmp_path_factory.mktemp("logs"), token_file)
     yield server
     assert server.stop() == 0, server.log()
 
@@ -69,10 +68,7 @@ def tls_token_server(pki, token_file, model_repository, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mtls_server(pki, model_repository, tmp_path_factory):
     """A Lite server requiring client certificates signed by the test CA."""
-    server = start_tls_server(model_repository, tmp_path_factory.mktemp("logs"),
-                              client_credentials(pki, pki.client_cert, pki.client_key),
-                              "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                              "--tls-client-ca", str(pki.ca))
+    server = start_mtls_server(pki, model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
 

@@ -88,3 +88,17 @@ def start_tls_server(model_repository: Path, log_dir: Path, credentials: grpc.Ch
     """A Lite server on the tiny model started with `args`, SERVING when probed over `credentials`."""
     return ServerProcess(["--model-repository", str(model_repository), "--backend", "mslite", "--threads", "1",
                           *args], log_dir / "server.log", startup_timeout_s=180, credentials=credentials).start()
+
+
+def start_token_server(pki, model_repository: Path, log_dir: Path, token_file) -> ServerProcess:
+    """A Lite server speaking TLS and requiring a bearer token listed in `token_file`."""
+    return start_tls_server(model_repository, log_dir, client_credentials(pki),
+                            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+                            "--auth-token-file", str(token_file))
+
+
+def start_mtls_server(pki, model_repository: Path, log_dir: Path) -> ServerProcess:
+    """A Lite server requiring client certificates signed by the test CA."""
+    return start_tls_server(model_repository, log_dir, client_credentials(pki, pki.client_cert, pki.client_key),
+                            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+                            "--tls-client-ca", str(pki.ca))

@@ -12,8 +12,7 @@ from training.model import GENetResNet50, build_model, count_trainable_parameter
 
 @pytest.fixture(autouse=True, scope="module")
 def graph_mode():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)  # the device is the default CPU (fixed once the runtime starts)
 
 
 @pytest.mark.parametrize("extra, mlp, expected", [

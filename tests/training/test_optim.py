@@ -1,6 +1,7 @@
 """Weight decay applies to conv and dense weights only."""
 from mindspore import nn
 
+from training.blocks import FullMapDepthwise
 from training.model import GENetResNet50
 from training.optim import build_optimizer, split_decay_params
 
@@ -13,7 +14,7 @@ def test_decay_only_on_conv_and_dense_weights():
     assert all(p.name.endswith(".weight") for p in decay)
     assert all(p.name.endswith((".gamma", ".beta", ".bias")) for p in no_decay)
     convs_and_dense = [cell for _, cell in network.cells_and_names()
-                       if isinstance(cell, (nn.Conv2d, nn.Dense))]
+                       if isinstance(cell, (nn.Conv2d, nn.Dense, FullMapDepthwise))]
     assert len(decay) == len(convs_and_dense)
     assert "fc.bias" in {p.name for p in no_decay}
 

@@ -28,7 +28,7 @@ step "5/6 serve on 127.0.0.1:$PORT (MindSpore Lite) and classify photos and Fash
   --metrics-port "$METRICS_PORT" > reports/demo-server.log 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
-fmnist_samples=$(ls -d data/fmnist/val/*/ | while read -r class; do ls "$class" | head -n 1 | sed "s|^|$class|"; done)
+fmnist_samples=$(for class in data/fmnist/val/*/; do ls "$class"*.JPEG | head -n 1; done | tr "\n" " ")
 make --no-print-directory classify TARGET="127.0.0.1:$PORT" IMAGES="data/photos/*.jpg $fmnist_samples" \
   ARGS="--top-k 3 --wait-ready 300"
 kill -TERM "$server"

@@ -1,0 +1,40 @@
+"""A client in another language (Node.js), written from the .proto alone: Classify, GetModelInfo, reflection."""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from clients.benchmark.servers import REPO_ROOT
+from clients.client import ClassifierClient
+
+NODE_CLIENT = REPO_ROOT / "clients" / "nodejs"
+PROTO = REPO_ROOT / "protos" / "genet" / "v1" / "classifier.proto"
+
+
+@pytest.fixture(scope="module")
+def node_client(tmp_path_factory):
+    """clients/nodejs/classify.js with its pinned packages installed from the npm registry."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are not installed")
+    workdir = tmp_path_factory.mktemp("nodejs")
+    for name in ("package.json", "classify.js"):
+        shutil.copy(str(NODE_CLIENT / name), str(workdir))
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=str(workdir), check=True,
+                   timeout=300)
+    return workdir / "classify.js"
+
+
+def test_a_node_client_from_the_proto_alone_classifies_and_discovers_the_service(node_client, server, images,
+                                                                                 labels):
+    completed = subprocess.run(["node", str(node_client), server.address, str(PROTO), images[0]],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    info, predictions, services = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert info["labels"] == labels and info["num_classes"] == len(labels) and info["backend"] == "mslite"
+    with ClassifierClient(server.address) as client:
+        expected = client.classify([images[0]], top_k=3).predictions[0]
+    assert [p["class_id"] for p in predictions] == [p.class_id for p in expected]
+    assert [p["label"] for p in predictions] == [p.label for p in expected]
+    assert [p["score"] for p in predictions] == pytest.approx([p.score for p in expected], abs=1e-6)
+    assert "genet.v1.Classifier" in services and "grpc.health.v1.Health" in services

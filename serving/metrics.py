@@ -7,7 +7,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from socketserver import ThreadingMixIn
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, make_wsgi_app
 
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 
@@ -39,6 +39,7 @@ class ServingMetrics:
                                       registry=reg)
         self.model_ready = Gauge("genet_model_ready", "1 when the served model is loaded and warm",
                                  registry=reg)
+        ProcessCollector(registry=reg)  # process_cpu_seconds_total, memory, open fds (Linux)
 
 
 def batch_size_buckets(max_batch_size: int) -> Tuple[float, ...]:

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: one tiny model exported by the real export CLI."""
+"""Fixtures shared by every test package: one tiny model exported by the real export CLI, test certificates."""
 import os
 import subprocess
 import sys
@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving.tls_testing import make_pki
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "genet_res50"
-# The demo network, made tiny: width 0.125 at 32 px, 10 classes, random weights.
-TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32")
+# The demo network, made tiny: width 0.125 at 32 px, 10 classes, random weights;
+# zero_init_residual off: random weights keep every gather-excite block active, so logits vary with the input.
+TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32", "model.zero_init_residual=false")
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +26,9 @@ def model_repository(tmp_path_factory) -> Path:
                                env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert completed.returncode == 0, completed.stderr[-3000:]
     return repository
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """CA, server and client certificates, made by openssl (tests/serving/tls_testing.py)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -28,11 +28,13 @@ def bn_settings(reference, momentum=None):
     return reference if momentum is None else dict(reference, momentum=momentum)
 
 
-def conv_bn(in_channels, out_channels, kernel_size, stride=1, relu=True, bn=None):
+def conv_bn(in_channels, out_channels, kernel_size, stride=1, relu=True, bn=None,
+            gamma_init="ones"):
     """Convolution + BatchNorm (+ ReLU), the reference's Conv2dBnAct unit."""
     bn = bn or BODY_BN
     layers = [conv2d(in_channels, out_channels, kernel_size, stride),
-              nn.BatchNorm2d(out_channels, eps=bn["eps"], momentum=bn["momentum"])]
+              nn.BatchNorm2d(out_channels, eps=bn["eps"], momentum=bn["momentum"],
+                             gamma_init=gamma_init)]
     if relu:
         layers.append(nn.ReLU())
     return nn.SequentialCell(layers)
@@ -110,17 +112,19 @@ class GEBottleneck(nn.Cell):
     """ResNet bottleneck whose residual branch is gated by gather-excite.
 
     out = relu(body * sigmoid(excite(gather(body))) + shortcut), where `side` is the spatial
-    size of the block's output map (it sizes the depthwise gather kernel).
+    size of the block's output map (it sizes the depthwise gather kernel). With
+    `zero_init_residual` the body's last BN scale starts at 0 (the block starts as its shortcut).
     """
 
     def __init__(self, in_channels, mid_channels, out_channels, stride, side, *, extra, mlp,
-                 gather_as_conv=False, bn_momentum=None):
+                 gather_as_conv=False, bn_momentum=None, zero_init_residual=False):
         super().__init__()
         bn = bn_settings(BODY_BN, bn_momentum)
         self.body = nn.SequentialCell([
             conv_bn(in_channels, mid_channels, 1, bn=bn),
             conv_bn(mid_channels, mid_channels, 3, stride=stride, bn=bn),
-            conv_bn(mid_channels, out_channels, 1, relu=False, bn=bn),
+            conv_bn(mid_channels, out_channels, 1, relu=False, bn=bn,
+                    gamma_init="zeros" if zero_init_residual else "ones"),
         ])
         self.gather = Gather(out_channels, side, extra, as_conv=gather_as_conv,
                              bn_momentum=bn_momentum)

@@ -168,7 +168,8 @@ def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
     if train and images_per_epoch:
         data = data.take(images_per_epoch)  # after the shuffle: a new subset every epoch
     data = data.batch(batch_size, drop_remainder=train)
-    LOG.info("%s dataset %s: %d images in %d classes, %r, shard %d/%d, batch %d",
-             "train" if train else "eval", root, count, len(classes), preset, rank_id, rank_size,
-             batch_size)
+    drawn = f", {images_per_epoch} drawn per epoch" if train and images_per_epoch else ""
+    LOG.info("%s dataset %s: %d images%s in %d classes, %r, shard %d/%d, batch %d",
+             "train" if train else "eval", root, count, drawn, len(classes), preset, rank_id,
+             rank_size, batch_size)
     return data, classes

@@ -33,7 +33,8 @@ class GENetResNet50(nn.Cell):
     """ResNet-50 layout (stages [3, 4, 6, 3]) whose bottlenecks carry gather-excite gates."""
 
     def __init__(self, *, num_classes=1000, image_size=224, extra=True, mlp=True,
-                 width_multiplier=1.0, gather_as_conv=False, bn_momentum=None):
+                 width_multiplier=1.0, gather_as_conv=False, bn_momentum=None,
+                 zero_init_residual=False):
         super().__init__()
         stem_channels = scale_channels(STEM_CHANNELS, width_multiplier)
         self.stem = conv_bn(3, stem_channels, 7, stride=2, bn=bn_settings(STEM_BN, bn_momentum))
@@ -46,7 +47,8 @@ class GENetResNet50(nn.Cell):
             stride = 1 if index == 0 else 2
             stages.append(self._make_stage(in_channels, out, blocks, stride, side,
                                            extra=extra, mlp=mlp, gather_as_conv=gather_as_conv,
-                                           bn_momentum=bn_momentum))
+                                           bn_momentum=bn_momentum,
+                                           zero_init_residual=zero_init_residual))
             in_channels = out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Dense(in_channels, num_classes, weight_init=TruncatedNormal(), has_bias=True)
@@ -76,7 +78,8 @@ def build_model(model_cfg, *, for_export=False):
     extra, mlp = resolve_flags(model_cfg.variant, model_cfg.extra, model_cfg.mlp)
     return GENetResNet50(num_classes=model_cfg.num_classes, image_size=model_cfg.image_size,
                          extra=extra, mlp=mlp, width_multiplier=model_cfg.width_multiplier,
-                         gather_as_conv=for_export, bn_momentum=model_cfg.bn_momentum)
+                         gather_as_conv=for_export, bn_momentum=model_cfg.bn_momentum,
+                         zero_init_residual=model_cfg.zero_init_residual)
 
 
 def count_trainable_parameters(network):

@@ -13,7 +13,7 @@ from clients.benchmark.accuracy import list_images, measure_accuracy
 from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.report import format_summary, write_report
-from clients.benchmark.runner import LoadPlan, add_efficiency, build_requests, offline_batch_size, run_levels
+from clients.benchmark.runner import LoadPlan, add_efficiency, offline_batch_size, run_levels
 from clients.benchmark.servers import ServerSpec
 from clients.client import ClientError
 from clients.options import add_connection_arguments, client_from_args
@@ -40,7 +40,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--concurrency", type=_ints, help="closed-loop levels, e.g. 1,2,4,8,16 (the default "
                       "unless --rate is given)")
     load.add_argument("--rate", type=_floats, default=[], help="open-loop levels in requests/s, e.g. 20,40")
-    load.add_argument("--images-per-request", type=int, default=1)
+    load.add_argument("--images-per-request", type=_ints, default=[1], metavar="N[,N...]",
+                      help="images in each request (perf_analyzer's -b); several values sweep each (default 1)")
     load.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
     load.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per level (default 10)")
     load.add_argument("--images", nargs="+", type=Path, default=[], metavar="PATH",
@@ -116,7 +117,6 @@ def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
 def measure_servers(args, images, progress) -> dict:
     """Runs the load levels on every server, accuracy on the last: runs, servers, last model info, accuracy."""
     plan = LoadPlan(args.concurrency, args.rate, args.images_per_request, args.warmup, args.duration, args.timeout)
-    requests = build_requests(images, args.images_per_request)
     measured = {"runs": [], "servers": [], "accuracy": None, "info": None}
     specs = server_specs(args) if args.start_server else [None]
     for index, spec in enumerate(specs):
@@ -125,7 +125,7 @@ def measure_servers(args, images, progress) -> dict:
                 info = measured["info"] = client.model_info()
                 measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
                                             "batching": message_dict(info.batching)})
-                measured["runs"] += run_levels(client, requests, plan, label, info.batching.max_batch_size or None,
+                measured["runs"] += run_levels(client, images, plan, label, info.batching.max_batch_size or None,
                                                metrics_url, progress)
                 if args.data and index == len(specs) - 1:
                     chunk = min(16, info.limits.max_images_per_request or 16)

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interacti
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 CSV_FIELDS = ("source", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
               "throughput_rps") + tuple("latency_" + k + "_ms" for k in LATENCY_KEYS) + (
-              "mean_batch_size", "offline_batch_size", "efficiency", "errors")
+              "mean_batch_size", "offline_batch_size", "efficiency", "errors", "server_cpu_ms_per_image",
+              "client_cpu_ms_per_image")
 
 
 def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[str, Path]:
@@ -40,13 +41,19 @@ def csv_rows(report: dict) -> List[dict]:
             throughput_ips=run["throughput_ips"], throughput_rps=run["throughput_rps"],
             mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
+            server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
             **{"latency_{}_ms".format(k): run["latency_ms"][k] for k in LATENCY_KEYS}))
     for entry in report["offline"]:
         rows.append(dict(
             source="offline", mode="offline", level=entry["batch_size"], images_per_request=entry["batch_size"],
             throughput_ips=entry["throughput_ips"], throughput_rps=entry["throughput_ips"] / entry["batch_size"],
+            server_cpu_ms_per_image=entry.get("cpu_ms_per_image"),
             **{"latency_{}_ms".format(k): entry["latency_ms"][k] for k in LATENCY_KEYS}))
     return rows
+
+
+def _cpu(run: dict, side: str):
+    return run.get("cpu_ms_per_image", {}).get(side)
 
 
 def write_csv(report: dict, path: Path) -> None:
@@ -107,19 +114,20 @@ def _cell(value, digits: int = 1) -> str:
 def format_summary(report: dict) -> str:
     """The report as aligned text tables: server runs, offline baseline, accuracy."""
     header = ("server", "mbs", "load", "img/req", "img/s", "req/s", "p50", "p90", "p95", "p99", "max",
-              "batch", "eff", "errors")
+              "batch", "eff", "cpu srv", "cpu cli", "errors")
     rows = [(run["server"], _cell(run.get("max_batch_size")), _level(run), str(run["images_per_request"]),
              _cell(run["throughput_ips"]), _cell(run["throughput_rps"]),
              *(_cell(run["latency_ms"][k]) for k in LATENCY_KEYS), _cell(run.get("mean_batch_size")),
-             _cell(run.get("efficiency"), 2), _errors(run["errors"])) for run in report["runs"]]
+             _cell(run.get("efficiency"), 2), _cell(_cpu(run, "server"), 2), _cell(_cpu(run, "client"), 2),
+             _errors(run["errors"])) for run in report["runs"]]
     lines = ["server runs (latency in ms; batch = mean server batch; eff = img/s / offline img/s at the "
-             "same batch size)"] + _table(header, rows)
+             "same batch size; cpu = CPU ms per image of the server and of this client)"] + _table(header, rows)
     if report["offline"]:
         lines += ["", "offline baseline (same model and backend in-process, no gRPC: preprocess + infer)"]
-        lines += _table(("batch", "img/s", "p50", "p99", "max", "preprocess", "infer"), [
+        lines += _table(("batch", "img/s", "p50", "p99", "max", "preprocess", "infer", "cpu"), [
             (str(e["batch_size"]), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
              _cell(e["latency_ms"]["p99"]), _cell(e["latency_ms"]["max"]), _cell(e.get("preprocess_ms")),
-             _cell(e.get("infer_ms"))) for e in report["offline"]])
+             _cell(e.get("infer_ms")), _cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"]])
     accuracy = report.get("accuracy")
     if accuracy:
         lines += ["", "accuracy through the server over {}: top-1 {:.2%} ({}/{}), top-5 {:.2%} ({}/{}), "

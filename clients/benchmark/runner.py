@@ -1,5 +1,11 @@
-"""One server's load levels: prepared requests, the concurrency sweep and the fixed rates, summarised."""
+"""One server's load levels: prepared requests, the concurrency sweep and the fixed rates, summarised.
+
+Besides latency and throughput each level records the CPU time spent per image by the server process
+(its Prometheus process_cpu_seconds_total) and by this benchmark process: on a machine where client
+and server share the cores, what the load generator burns is missing from the server's throughput.
+"""
 import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -20,7 +26,7 @@ class LoadPlan:
 
     concurrency: Sequence[int]
     rates: Sequence[float]
-    images_per_request: int
+    images_per_request: Sequence[int]
     warmup_s: float
     duration_s: float
     timeout_s: float
@@ -33,28 +39,44 @@ def build_requests(images: Sequence[Path], images_per_request: int) -> List[clas
     return [make_request([next(pool) for _ in range(images_per_request)]) for _ in range(count)]
 
 
-def run_levels(client: ClassifierClient, requests, plan: LoadPlan, label: str, max_batch_size: Optional[int],
-               metrics_url: Optional[str], progress: ProgressLine) -> List[dict]:
-    """Every closed-loop concurrency, then every open-loop rate, against one server."""
+def run_levels(client: ClassifierClient, images: Sequence[Path], plan: LoadPlan, label: str,
+               max_batch_size: Optional[int], metrics_url: Optional[str], progress: ProgressLine) -> List[dict]:
+    """For each images-per-request value: every closed-loop concurrency, then every open-loop rate."""
     levels = [("concurrency", c) for c in plan.concurrency] + [("rate", r) for r in plan.rates]
     runs = []
-    for mode, level in levels:
-        before = server_metrics.scrape(metrics_url) if metrics_url else None
-        callback = progress.load("{} {}={}".format(label, mode, level))
-        if mode == "concurrency":
-            measurement = run_closed_loop(client, requests, level, plan.warmup_s, plan.duration_s,
-                                          plan.timeout_s, callback)
-        else:
-            measurement = run_open_loop(client, requests, level, plan.warmup_s, plan.duration_s,
-                                        plan.timeout_s, callback)
-        run = {"server": label, "max_batch_size": max_batch_size, "mode": mode, mode: level,
-               "images_per_request": plan.images_per_request, **summarise(measurement)}
-        progress.done("{} {}={}: {:.1f} img/s, p99 {} ms, errors {}".format(
-            label, mode, level, run["throughput_ips"], run["latency_ms"]["p99"], run["errors"] or 0))
-        if metrics_url:
-            run["mean_batch_size"] = server_metrics.mean_batch_size(before, server_metrics.scrape(metrics_url))
-        runs.append(run)
+    for images_per_request in plan.images_per_request:
+        requests = build_requests(images, images_per_request)
+        for mode, level in levels:
+            name = "{} {}={} img/req={}".format(label, mode, level, images_per_request)
+            run = {"server": label, "max_batch_size": max_batch_size, "mode": mode, mode: level,
+                   "images_per_request": images_per_request,
+                   **_run_level(client, requests, plan, mode, level, metrics_url, progress.load(name))}
+            progress.done("{}: {:.1f} img/s, p99 {} ms, errors {}".format(
+                name, run["throughput_ips"], run["latency_ms"]["p99"], run["errors"] or 0))
+            runs.append(run)
     return runs
+
+
+def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: Optional[str], callback) -> dict:
+    """One load level: its summary, plus mean server batch and CPU per image when metrics_url is known."""
+    before = server_metrics.scrape(metrics_url) if metrics_url else None
+    client_cpu = time.process_time()
+    loop = run_closed_loop if mode == "concurrency" else run_open_loop
+    measurement = loop(client, requests, level, plan.warmup_s, plan.duration_s, plan.timeout_s, callback)
+    client_cpu = time.process_time() - client_cpu
+    summary = summarise(measurement)
+    images = sum(r.images for r in measurement.records if r.code == "OK")  # warm-up included, like the CPU
+    cpu = {"client": _per_image_ms(client_cpu, images)}
+    if metrics_url:
+        after = server_metrics.scrape(metrics_url)
+        summary["mean_batch_size"] = server_metrics.mean_batch_size(before, after)
+        cpu["server"] = _per_image_ms(server_metrics.cpu_seconds(before, after), images)
+    summary["cpu_ms_per_image"] = cpu
+    return summary
+
+
+def _per_image_ms(seconds: Optional[float], images: int) -> Optional[float]:
+    return round(1000.0 * seconds / images, 3) if seconds is not None and images else None
 
 
 def offline_batch_size(run: dict) -> Optional[int]:

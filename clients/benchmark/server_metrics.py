@@ -1,4 +1,4 @@
-"""Reads a server's Prometheus /metrics: request counts and the batch sizes it actually ran."""
+"""Reads a server's Prometheus /metrics: request counts, the batch sizes it actually ran, its CPU time."""
 import urllib.request
 from typing import Dict, Optional, Tuple
 
@@ -28,3 +28,11 @@ def mean_batch_size(before: Samples, after: Samples) -> Optional[float]:
     batches = value(after, "genet_batch_size_count") - value(before, "genet_batch_size_count")
     images = value(after, "genet_batch_size_sum") - value(before, "genet_batch_size_sum")
     return round(images / batches, 3) if batches > 0 else None
+
+
+def cpu_seconds(before: Samples, after: Samples) -> Optional[float]:
+    """CPU seconds (user + system) the server process spent between two scrapes; None if not exported."""
+    key = ("process_cpu_seconds_total", ())
+    if key not in before or key not in after:
+        return None
+    return after[key] - before[key]

@@ -32,26 +32,31 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
                                                                        labelled_folder, tmp_path):
     out = tmp_path / "report"
     status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "1,4",
-                   "--concurrency", "1,4", "--warmup", "0.3", "--duration", "1", "--images", *images,
+                   "--concurrency", "1,4", "--images-per-request", "1,2", "--warmup", "0.3", "--duration", "1", "--images", *images,
                    "--data", str(labelled_folder), "--offline-seconds", "0.3", "--out", str(out)])
     assert status == 0
     report = json.loads((out / "benchmark.json").read_text())
     assert {"runs", "offline", "accuracy", "server"} <= set(report)
 
     runs = report["runs"]
-    assert [(r["server"], r["max_batch_size"], r["concurrency"]) for r in runs] == [
-        ("mbs1", 1, 1), ("mbs1", 1, 4), ("mbs4", 4, 1), ("mbs4", 4, 4)]
+    assert [(r["server"], r["max_batch_size"], r["images_per_request"], r["concurrency"]) for r in runs] == [
+        ("mbs1", 1, 1, 1), ("mbs1", 1, 1, 4), ("mbs1", 1, 2, 1), ("mbs1", 1, 2, 4),
+        ("mbs4", 4, 1, 1), ("mbs4", 4, 1, 4), ("mbs4", 4, 2, 1), ("mbs4", 4, 2, 4)]
     for run in runs:
         assert run["errors"] == {} and run["successful"] == run["requests"] > 0
-        assert run["throughput_ips"] > 0 and run["throughput_ips"] == pytest.approx(run["throughput_rps"])
+        assert run["throughput_ips"] > 0
+        assert run["throughput_ips"] == pytest.approx(run["throughput_rps"] * run["images_per_request"])
         _check_latency(run["latency_ms"])
-        assert run["offline_batch_size"] == min(run["concurrency"], run["max_batch_size"])
+        assert run["offline_batch_size"] == min(run["concurrency"] * run["images_per_request"],
+                                                run["max_batch_size"])
         assert run["efficiency"] > 0
-    assert [r["mean_batch_size"] for r in runs if r["server"] == "mbs1"] == [1.0, 1.0]
+        assert run["cpu_ms_per_image"]["server"] > 0 and run["cpu_ms_per_image"]["client"] > 0
+    assert {r["mean_batch_size"] for r in runs if r["server"] == "mbs1"} == {1.0}
+    assert [r["mean_batch_size"] for r in runs if r["server"] == "mbs4" and r["concurrency"] == 1] == [1.0, 2.0]
 
-    assert [entry["batch_size"] for entry in report["offline"]] == [1, 4]
+    assert [entry["batch_size"] for entry in report["offline"]] == [1, 2, 4]
     for entry in report["offline"]:
-        assert entry["throughput_ips"] > 0 and entry["iterations"] >= 3
+        assert entry["throughput_ips"] > 0 and entry["iterations"] >= 3 and entry["cpu_ms_per_image"] > 0
         _check_latency(entry["latency_ms"])
 
     accuracy = report["accuracy"]
@@ -64,7 +69,8 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "benchmark.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["source"] for row in rows] == ["mbs1", "mbs1", "mbs4", "mbs4", "offline", "offline"]
+    assert [row["source"] for row in rows] == ["mbs1"] * 4 + ["mbs4"] * 4 + ["offline"] * 3
+    assert all(float(row["server_cpu_ms_per_image"]) > 0 for row in rows)
 
 
 def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tmp_path):
@@ -78,6 +84,7 @@ def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tm
     assert (run["server"], run["mode"], run["rate"], run["images_per_request"]) == ("shared", "rate", 20.0, 2)
     assert run["requests"] == 20 and run["errors"] == {}
     _check_latency(run["latency_ms"])
+    assert run["cpu_ms_per_image"]["server"] > 0
     assert run["efficiency"] is None and report["offline"] == [] and report["accuracy"] is None
 
 

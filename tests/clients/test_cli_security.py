@@ -12,17 +12,11 @@ from grpc_health.v1 import health_pb2
 
 from clients.benchmark.servers import REPO_ROOT
 from clients.classify import main
-from tests.serving.tls_testing import (client_credentials, have_openssl, health_status, make_pki,
+from tests.serving.tls_testing import (client_credentials, have_openssl, health_status,
                                        start_mtls_server, start_token_server)
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKEN = "cli-token-5e21"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """CA, server and client certificates."""
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

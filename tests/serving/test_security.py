@@ -16,18 +16,12 @@ from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from serving.auth import TokenFileError, read_tokens
 from serving.cli import read_security
 from serving.settings import Settings
-from tests.serving.tls_testing import (client_credentials, have_openssl, health_status, make_pki,
+from tests.serving.tls_testing import (client_credentials, have_openssl, health_status,
                                        start_mtls_server, start_token_server)
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKENS = ("first-token-7f3a", "second-token-91bc")
 CLASSIFIER = "genet.v1.Classifier"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """CA, server and client certificates."""
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

@@ -117,3 +117,19 @@ def test_width_multiplier_scales_channels():
     network = GENetResNet50(extra=False, mlp=False, width_multiplier=0.25, num_classes=10)
     assert network.fc.in_channels == 512
     assert network.stem[0].out_channels == 16
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    network = build_model(ModelConfig(num_classes=10, image_size=48, width_multiplier=0.25,
+                                      zero_init_residual=True))
+    gammas = {param.name: param.asnumpy() for param in network.get_parameters()
+              if param.name.endswith(".gamma")}
+    last_body = {name for name in gammas if ".body.2.1." in name}
+    assert len(last_body) == 16  # one per bottleneck
+    assert all(not gammas[name].any() for name in last_body)
+    assert all((gammas[name] == 1).all() for name in set(gammas) - last_body)
+
+    block = network.layer1[1]  # an identity-shortcut block: relu(x) = x for x >= 0
+    block.set_train(False)
+    x = np.random.rand(2, 64, 12, 12).astype(np.float32)
+    np.testing.assert_array_equal(block(ms.Tensor(x)).asnumpy(), x)

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -82,24 +82,36 @@ class DataPlane:
                 len(images), self.settings.max_images_per_request))
 
     async def _preprocess(self, model: ServedModel, images: Sequence[bytes]) -> List[np.ndarray]:
-        """Run the eval transform on every image in the pool; the first bad image fails the request."""
+        """Run the eval transform on every image in the pool; the first bad image fails the request.
+
+        The images are split into one contiguous chunk per pool thread: a 16-image request costs
+        two hand-offs between the event loop and the pool, not sixteen.
+        """
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._pool, self._timed, model.preprocessor, data) for data in images]
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        size = -(-len(images) // self.settings.workers)  # ceiling division
+        jobs = [loop.run_in_executor(self._pool, self._preprocess_chunk, model.preprocessor, images[i:i + size])
+                for i in range(0, len(images), size)]
+        outcomes = [outcome for chunk in await asyncio.gather(*jobs) for outcome in chunk]
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):
                 raise InvalidInput("image {}: {}".format(index, outcome.message))
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, Exception):
                 LOG.error("preprocessing image %d failed", index, exc_info=outcome)
                 raise InternalError("image {}: preprocessing failed: {}".format(index, type(outcome).__name__))
         return outcomes
 
-    def _timed(self, preprocessor, data: bytes) -> np.ndarray:
-        started = time.monotonic()
-        try:
-            return preprocessor(data)
-        finally:
-            self._metrics.preprocess_time.observe(time.monotonic() - started)
+    def _preprocess_chunk(self, preprocessor, images: Sequence[bytes]) -> List[Union[np.ndarray, Exception]]:
+        """Preprocess `images` in order; an image that fails gives its exception in place of an array."""
+        outcomes: List[Union[np.ndarray, Exception]] = []
+        for data in images:
+            started = time.monotonic()
+            try:
+                outcomes.append(preprocessor(data))
+            except Exception as error:  # reported per image by _preprocess
+                outcomes.append(error)
+            finally:
+                self._metrics.preprocess_time.observe(time.monotonic() - started)
+        return outcomes
 
 
 def _drop_reason(deadline: Optional[float]) -> str:

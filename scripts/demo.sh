@@ -28,7 +28,11 @@ step "5/6 serve on 127.0.0.1:$PORT (MindSpore Lite) and classify photos and Fash
   --metrics-port "$METRICS_PORT" > reports/demo-server.log 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
-fmnist_samples=$(for class in data/fmnist/val/*/; do ls "$class"*.JPEG | head -n 1; done | tr "\n" " ")
+fmnist_samples=""
+for class in data/fmnist/val/*/; do  # the first image of each class (a glob: `ls | head` dies of SIGPIPE)
+  class_images=("$class"*.JPEG)
+  fmnist_samples+="${class_images[0]} "
+done
 make --no-print-directory classify TARGET="127.0.0.1:$PORT" IMAGES="data/photos/*.jpg $fmnist_samples" \
   ARGS="--top-k 3 --wait-ready 300"
 kill -TERM "$server"

@@ -4,7 +4,7 @@
 
 Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
 {"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
-"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations"}]}. Each iteration preprocesses
+"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "threads"}]}. Each iteration preprocesses
 batch_size images (decode, resize, crop, normalise) and runs them as one batch, sequentially in
 one thread: what one inference call costs end to end without a server around it.
 """
@@ -70,7 +70,7 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
     try:
         results = []
         for size in batch_sizes:
-            results.append(measure_batch_size(backend, preprocess, images, size, seconds))
+            results.append(dict(measure_batch_size(backend, preprocess, images, size, seconds), threads=threads))
             LOG.info("offline batch %d: %.1f img/s", size, results[-1]["throughput_ips"])
     finally:
         backend.close()

@@ -124,7 +124,8 @@ def measure_servers(args, images, progress) -> dict:
             with client_from_args(args, target) as client:
                 info = measured["info"] = client.model_info()
                 measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
-                                            "batching": message_dict(info.batching)})
+                                            "batching": message_dict(info.batching),
+                                            "options": list(spec.options) if spec else None})
                 measured["runs"] += run_levels(client, images, plan, label, info.batching.max_batch_size or None,
                                                metrics_url, progress)
                 if args.data and index == len(specs) - 1:

@@ -124,8 +124,8 @@ def format_summary(report: dict) -> str:
              "same batch size; cpu = CPU ms per image of the server and of this client)"] + _table(header, rows)
     if report["offline"]:
         lines += ["", "offline baseline (same model and backend in-process, no gRPC: preprocess + infer)"]
-        lines += _table(("batch", "img/s", "p50", "p99", "max", "preprocess", "infer", "cpu"), [
-            (str(e["batch_size"]), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
+        lines += _table(("batch", "threads", "img/s", "p50", "p99", "max", "preprocess", "infer", "cpu"), [
+            (str(e["batch_size"]), _cell(e.get("threads")), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
              _cell(e["latency_ms"]["p99"]), _cell(e["latency_ms"]["max"]), _cell(e.get("preprocess_ms")),
              _cell(e.get("infer_ms")), _cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"]])
     accuracy = report.get("accuracy")

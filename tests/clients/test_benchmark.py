@@ -57,6 +57,7 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
     assert [entry["batch_size"] for entry in report["offline"]] == [1, 2, 4]
     for entry in report["offline"]:
         assert entry["throughput_ips"] > 0 and entry["iterations"] >= 3 and entry["cpu_ms_per_image"] > 0
+        assert entry["threads"] == 2  # the serving default
         _check_latency(entry["latency_ms"])
 
     accuracy = report["accuracy"]
@@ -66,6 +67,7 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
 
     assert report["server"]["num_classes"] == len(report["server"]["labels"]) > 0
     assert [s["batching"]["max_batch_size"] for s in report["servers"]] == [1, 4]
+    assert [s["options"][-2:] for s in report["servers"]] == [["--max-batch-size", "1"], ["--max-batch-size", "4"]]
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "benchmark.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -4,9 +4,10 @@
 
 Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
 {"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
-"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "threads"}]}. Each iteration preprocesses
-batch_size images (decode, resize, crop, normalise) and runs them as one batch, sequentially in
-one thread: what one inference call costs end to end without a server around it.
+"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "threads"}]}.
+Each iteration preprocesses batch_size images (decode, resize, crop, normalise) and runs them as
+one batch, sequentially in one thread: what one inference call costs end to end without a server
+around it. cpu_ms_per_image counts every thread of the process, the runtime's included.
 """
 import argparse
 import json

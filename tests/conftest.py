@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: one tiny model exported by the real export CLI, test certificates."""
+"""Fixtures shared by every test package: a tiny model exported by the real export CLI, certificates."""
 import os
 import subprocess
 import sys
@@ -10,9 +10,10 @@ from tests.serving.tls_testing import make_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "genet_res50"
-# The demo network, made tiny: width 0.125 at 32 px, 10 classes, random weights;
-# zero_init_residual off: random weights keep every gather-excite block active, so logits vary with the input.
-TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32", "model.zero_init_residual=false")
+# The demo network, made tiny: width 0.125 at 32 px, 10 classes, random weights; zero_init_residual
+# off, so that every gather-excite block stays active and the logits vary with the input.
+TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32",
+                        "model.zero_init_residual=false")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,8 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
                                                                        labelled_folder, tmp_path):
     out = tmp_path / "report"
     status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "1,4",
-                   "--concurrency", "1,4", "--images-per-request", "1,2", "--warmup", "0.3", "--duration", "1", "--images", *images,
+                   "--concurrency", "1,4", "--images-per-request", "1,2", "--warmup", "0.3", "--duration", "1",
+                   "--images", *images,
                    "--data", str(labelled_folder), "--offline-seconds", "0.3", "--out", str(out)])
     assert status == 0
     report = json.loads((out / "benchmark.json").read_text())

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: a tiny model exported by the real export CLI, certificates."""
+"""Fixtures shared by every test package: a tiny exported model, test certificates, an mTLS server."""
 import os
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.tls_testing import make_pki
+from tests.serving.tls_testing import make_pki, start_mtls_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "genet_res50"
@@ -33,3 +33,11 @@ def model_repository(tmp_path_factory) -> Path:
 def pki(tmp_path_factory):
     """CA, server and client certificates, made by openssl (tests/serving/tls_testing.py)."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mtls_server(pki, model_repository, tmp_path_factory):
+    """A Lite server requiring client certificates signed by the test CA (one per test module)."""
+    server = start_mtls_server(pki, model_repository, tmp_path_factory.mktemp("logs"))
+    yield server
+    assert server.stop() == 0, server.log()

@@ -12,8 +12,7 @@ from grpc_health.v1 import health_pb2
 
 from clients.benchmark.servers import REPO_ROOT
 from clients.classify import main
-from tests.serving.tls_testing import (client_credentials, have_openssl, health_status,
-                                       start_mtls_server, start_token_server)
+from tests.serving.tls_testing import client_credentials, have_openssl, health_status, start_token_server
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKEN = "cli-token-5e21"
@@ -34,14 +33,6 @@ def token_files(tmp_path_factory):
 def token_server(pki, token_files, model_repository, tmp_path_factory):
     """A TLS server requiring a bearer token."""
     server = start_token_server(pki, model_repository, tmp_path_factory.mktemp("logs"), token_files["server"])
-    yield server
-    assert server.stop() == 0, server.log()
-
-
-@pytest.fixture(scope="module")
-def mtls_server(pki, model_repository, tmp_path_factory):
-    """A server requiring a client certificate signed by the test CA."""
-    server = start_mtls_server(pki, model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
 

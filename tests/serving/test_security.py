@@ -16,8 +16,7 @@ from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from serving.auth import TokenFileError, read_tokens
 from serving.cli import read_security
 from serving.settings import Settings
-from tests.serving.tls_testing import (client_credentials, have_openssl, health_status,
-                                       start_mtls_server, start_token_server)
+from tests.serving.tls_testing import client_credentials, have_openssl, health_status, start_token_server
 
 pytestmark = pytest.mark.skipif(not have_openssl(), reason="needs the openssl command")
 TOKENS = ("first-token-7f3a", "second-token-91bc")
@@ -55,14 +54,6 @@ def info_code(address, credentials, token=None):
 def tls_token_server(pki, token_file, model_repository, tmp_path_factory):
     """A Lite server speaking TLS and requiring a bearer token."""
     server = start_token_server(pki, model_repository, tmp_path_factory.mktemp("logs"), token_file)
-    yield server
-    assert server.stop() == 0, server.log()
-
-
-@pytest.fixture(scope="module")
-def mtls_server(pki, model_repository, tmp_path_factory):
-    """A Lite server requiring client certificates signed by the test CA."""
-    server = start_mtls_server(pki, model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
 

@@ -25,11 +25,18 @@ IN_BLOCK = (
     (".shortcut.0.", ".down_layer.conv."), (".shortcut.1.", ".down_layer.batchnorm."),
     (".gather.body.", ".downop."), (".excite.fc.", ".mlpLayer."),
 )
-# GE_resnet50(class_num, extra, mlp) of the ModelZoo; the variants as its README trains them.
-MODELZOO_FLAGS = {"theta_minus": (False, False), "theta": (True, False), "theta_plus": (True, True)}
+# GE_resnet50(class_num, extra, mlp) flags of the ModelZoo -> our config and overrides: the three
+# variants its README trains, and its eval.py default (extra False, mlp True).
+MODELZOO_FLAGS = {
+    (False, False): ("theta_minus", ()),
+    (True, False): ("theta", ()),
+    (True, True): ("theta_plus", ()),
+    (False, True): ("theta_minus", ("model.variant=custom", "model.extra=false", "model.mlp=true")),
+}
 BN_LEAVES = ("gamma", "beta", "moving_mean", "moving_variance")
-# Trainable parameters of the reference theta-plus at 1000 classes (REFERENCE.md section 1).
-THETA_PLUS_TRAINABLE = 33_586_216
+# Trainable parameters of the reference at 1000 classes (REFERENCE.md section 1, README).
+TRAINABLE = {(False, False): 25_557_032, (True, False): 31_071_272, (True, True): 33_586_216,
+             (False, True): 28_071_976}
 
 
 def modelzoo_name(ours):
@@ -88,21 +95,24 @@ def _shapes(params):
     return {name: tuple(param.shape) for name, param in params.items()}
 
 
-@pytest.mark.parametrize("variant", sorted(MODELZOO_FLAGS))
-def test_every_modelzoo_parameter_maps_onto_ours_at_the_reference_size(variant):
-    reference = modelzoo_parameters(*MODELZOO_FLAGS[variant])
-    model_cfg = load_config(REPO_ROOT / "training" / "configs" / f"{variant}.yaml").model
+@pytest.mark.parametrize("extra, mlp", sorted(MODELZOO_FLAGS))
+def test_every_modelzoo_parameter_maps_onto_ours_at_the_reference_size(extra, mlp):
+    reference = modelzoo_parameters(extra, mlp)
+    config, overrides = MODELZOO_FLAGS[extra, mlp]
+    model_cfg = load_config(REPO_ROOT / "training" / "configs" / f"{config}.yaml", overrides).model
     ours = _shapes(build_model(model_cfg, for_export=True).parameters_dict())
     assert {modelzoo_name(name): shape for name, shape in ours.items()} == reference
     renamed = to_project_names({name: np.zeros(shape) for name, shape in reference.items()}, "zoo")
     assert _shapes(renamed) == ours
-    if variant == "theta_plus":
-        trainable = sum(int(np.prod(shape)) for name, shape in reference.items()
-                        if "moving_" not in name)
-        assert trainable == THETA_PLUS_TRAINABLE
+    trainable = sum(int(np.prod(shape)) for name, shape in reference.items()
+                    if "moving_" not in name)
+    assert trainable == TRAINABLE[extra, mlp]
+    if extra:
         assert reference["layer1.0.downop.0.weight"] == (256, 256, 3, 3)
         assert reference["layer1.0.downop.2.weight"] == (256, 1, 28, 28)
         assert reference["layer4.2.downop.0.weight"] == (2048, 1, 7, 7)
+    if mlp:
+        assert reference["layer1.0.mlpLayer.0.weight"] == (16, 256, 1, 1)
 
 
 @pytest.fixture(scope="module")

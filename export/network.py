@@ -5,6 +5,7 @@ import os
 import mindspore as ms
 
 from export.errors import ExportError
+from export.modelzoo import to_project_names
 from training.model import build_model
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ def random_network(model_cfg, seed):
 def load_network(model_cfg, params, ckpt_path):
     """Build the network and load checkpoint `params` into it, refusing any mismatch.
 
-    `params` comes from read_checkpoint(ckpt_path); the path only names it in messages.
+    `params` comes from read_checkpoint(ckpt_path), in this project's naming or the MindSpore
+    ModelZoo's (renamed first); the path only names it in messages.
     """
+    params = to_project_names(params, ckpt_path)
     network = build_model(model_cfg, for_export=True)
     problems = checkpoint_mismatches(network.parameters_dict(), params)
     if problems:
@@ -56,7 +59,7 @@ def checkpoint_mismatches(expected, found):
     """
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found
-                  if name not in expected and not _is_training_state(name, expected)]
+                  if name not in expected and not _is_training_state(name, expected, found)]
     wrong_shape = [f"{name} {list(found[name].shape)} (model needs {list(param.shape)})"
                    for name, param in expected.items()
                    if name in found and tuple(found[name].shape) != tuple(param.shape)]
@@ -70,10 +73,12 @@ def checkpoint_mismatches(expected, found):
     return problems
 
 
-def _is_training_state(name, expected):
+def _is_training_state(name, expected, found):
+    """An undotted scalar, or an optimiser slot `<slot>.<parameter>` of a known parameter."""
     if "." not in name:
         return True
-    return name.split(".", 1)[1] in expected
+    parameter = name.split(".", 1)[1]
+    return parameter in expected or parameter in found
 
 
 def _describe(model_cfg):

@@ -1,10 +1,11 @@
-"""manifest.json of a model version (schema in docs/architecture.md) and file digests."""
+"""manifest.json of a model version (schema in docs/architecture.md), its checksum file and file digests."""
 import hashlib
 import json
 import os
 import time
 
 MANIFEST_FILE = "manifest.json"
+CHECKSUM_FILE = "manifest.sha256"
 LABELS_FILE = "labels.txt"
 SCHEMA_VERSION = 1
 ARCH = "genet_res50"
@@ -63,9 +64,31 @@ def build_manifest(*, name, version, model_cfg, preprocessing, files, skipped, s
 
 
 def write_manifest(directory, manifest):
-    """Write manifest.json (pretty-printed), replacing any earlier one, even a read-only one."""
-    path = os.path.join(directory, MANIFEST_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2)
-        handle.write("\n")
+    """Write manifest.json, with the sha256 of the labels file beside it, and manifest.sha256.
+
+    manifest.sha256 holds the sha256 of manifest.json's bytes in `sha256sum -c` format; serving
+    checks it, and through the manifest the labels and every model file. Any earlier manifest,
+    even a read-only one, is replaced.
+    """
+    data = (json.dumps(with_labels_digest(directory, manifest), indent=2) + "\n").encode("utf-8")
+    _replace(os.path.join(directory, MANIFEST_FILE), data)
+    _replace(os.path.join(directory, CHECKSUM_FILE),
+             f"{hashlib.sha256(data).hexdigest()}  {MANIFEST_FILE}\n".encode("ascii"))
+
+
+def with_labels_digest(directory, manifest):
+    """`manifest` with "labels_sha256" (of the labels file in `directory`) right after "labels_file"."""
+    entries = []
+    for key, value in manifest.items():
+        if key != "labels_sha256":
+            entries.append((key, value))
+        if key == "labels_file":
+            entries.append(("labels_sha256", sha256_of(os.path.join(directory, value))))
+    return dict(entries)
+
+
+def _replace(path, data):
+    """Write `data` to `path` through a temporary file and a rename."""
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(data)
     os.replace(path + ".tmp", path)

@@ -1,15 +1,25 @@
-"""Reads one model version directory: manifest.json (schema_version 1) and its labels file.
+"""Reads one model version directory: manifest.json (schema_version 1), its checksum and its labels.
 
 Everything the server knows about a model comes from here; serving never imports training/.
+Integrity: manifest.sha256 must hold the sha256 of manifest.json's bytes, and the manifest the
+sha256 of the labels file and of every model file; every path it names must stay inside the
+version directory. These catch corrupted, half-copied or hand-edited versions; they do not
+authenticate a version against someone who may write to the repository (docs/architecture.md).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+CHECKSUM_FILE = "manifest.sha256"
+REEXPORT = "re-export the version with `python -m export` (checksums of the manifest and labels came later)"
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 # Which manifest "files" entry each backend serves.
 BACKEND_FILE_KEYS = {"mslite": "mslite", "mindspore": "mindir"}
 
@@ -68,7 +78,7 @@ class Manifest:
         if entry is None:
             raise ManifestError("{}: no '{}' file for backend {} (files: {})".format(
                 self.directory, key, backend, ", ".join(sorted(self.files)) or "none"))
-        path = os.path.join(self.directory, entry["path"])
+        path = contained_path(self.directory, entry["path"])
         if not os.path.isfile(path):
             raise ManifestError("{}: manifest lists {} but the file is missing".format(self.directory, path))
         return ModelFile(key=key, path=path, format=entry.get("format", ""), sha256=entry.get("sha256", ""),
@@ -77,18 +87,18 @@ class Manifest:
 
 
 def read_manifest(directory: str) -> Manifest:
-    """Parse and check `directory`/manifest.json and the labels file it names."""
-    path = os.path.join(directory, "manifest.json")
+    """Parse and check `directory`/manifest.json (against manifest.sha256) and the labels file it names."""
+    path = os.path.join(directory, MANIFEST_FILE)
+    data = _read_bytes(path)
+    _check_digest(path, data, _recorded_manifest_digest(directory))
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise ManifestError("cannot read {}: {}".format(path, error)) from None
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ManifestError("{}: schema_version {!r} is not {}".format(path, raw.get("schema_version"),
-                                                                     SCHEMA_VERSION))
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError as error:
+        raise ManifestError("cannot parse {}: {}".format(path, error)) from None
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError("{}: not a manifest of schema_version {}".format(path, SCHEMA_VERSION))
+    labels = _read_labels(directory, raw.get("labels_file", "labels.txt"), raw.get("labels_sha256"))
     try:
-        labels = _read_labels(os.path.join(directory, raw.get("labels_file", "labels.txt")))
         manifest = Manifest(name=str(raw["name"]), version=str(raw["version"]), directory=directory,
                             model=dict(raw["model"]), labels=labels, input=dict(raw["input"]),
                             output=dict(raw["output"]), preprocessing=_preprocessing(raw["preprocessing"]),
@@ -99,15 +109,62 @@ def read_manifest(directory: str) -> Manifest:
     return manifest
 
 
-def _read_labels(path: str) -> List[str]:
+def contained_path(directory: str, relative: str) -> str:
+    """The real path of `relative` inside `directory`; ManifestError if it leads out of it.
+
+    Absolute paths, '..' and symbolic links pointing outside are all refused: a manifest may only
+    name files of its own version directory.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise ManifestError("{}: a file path in the manifest is {!r}, not a relative path".format(
+            directory, relative))
+    root = os.path.realpath(directory)
+    path = os.path.realpath(os.path.join(root, relative))
+    if path == root or os.path.commonpath([root, path]) != root:
+        raise ManifestError("{}: the manifest names {!r}, which is outside the version directory".format(
+            directory, relative))
+    return path
+
+
+def _recorded_manifest_digest(directory: str) -> str:
+    """The sha256 manifest.sha256 records (its first word, `sha256sum` format)."""
+    path = os.path.join(directory, CHECKSUM_FILE)
+    if not os.path.exists(path):
+        raise ManifestError("{}: no {}: {}".format(directory, CHECKSUM_FILE, REEXPORT))
+    words = _read_bytes(path).decode("ascii", "replace").split()
+    if not words or not _SHA256.match(words[0].lower()):
+        raise ManifestError("{} does not start with a sha256".format(path))
+    return words[0].lower()
+
+
+def _read_labels(directory: str, labels_file: str, recorded: str) -> List[str]:
+    """The labels, one per non-blank line, from bytes checked against the manifest's labels_sha256."""
+    if not recorded:
+        raise ManifestError("{}: the manifest has no labels_sha256: {}".format(directory, REEXPORT))
+    path = contained_path(directory, labels_file)
+    data = _read_bytes(path)
+    _check_digest(path, data, str(recorded).lower())
     try:
-        with open(path, encoding="utf-8") as handle:
-            labels = [line.rstrip("\n") for line in handle if line.strip()]
-    except OSError as error:
-        raise ManifestError("cannot read labels {}: {}".format(path, error)) from None
+        labels = [line for line in data.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ManifestError("labels file {} is not UTF-8: {}".format(path, error)) from None
     if not labels:
         raise ManifestError("labels file {} is empty".format(path))
     return labels
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ManifestError("cannot read {}: {}".format(path, error)) from None
+
+
+def _check_digest(path: str, data: bytes, expected: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ManifestError("{}: sha256 mismatch (recorded {}, file {})".format(path, expected, actual))
 
 
 def _preprocessing(raw: Dict[str, Any]) -> Preprocessing:

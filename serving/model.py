@@ -13,6 +13,7 @@ from serving.manifest import Manifest, ModelFile
 from serving.metrics import ServingMetrics
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
+from serving.verify import private_copy
 
 LOG = logging.getLogger(__name__)
 
@@ -51,12 +52,9 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
     loop = asyncio.get_running_loop()
     try:
         started = time.monotonic()
-        backend = await loop.run_in_executor(executor, lambda: create_backend(
-            settings.backend, model_file, device=settings.device, device_id=settings.device_id,
-            threads=settings.threads))
         preprocessor = Preprocessor(manifest.preprocessing, settings.max_image_pixels)
         sample = preprocessor.transform(np.full((1, 1, 3), 128, np.uint8))
-        await loop.run_in_executor(executor, backend.warm_up, sample, settings.max_batch_size)
+        backend = await loop.run_in_executor(executor, _build_and_warm, model_file, settings, sample)
     except BaseException:
         executor.shutdown(wait=False)
         raise
@@ -67,3 +65,13 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
                              max_queue_images=settings.max_queue_size, metrics=metrics)
     batcher.start()
     return ServedModel(manifest, model_file, backend, executor, batcher, preprocessor)
+
+
+def _build_and_warm(model_file: ModelFile, settings: Settings, sample: np.ndarray) -> Backend:
+    """Build the backend from a checked private copy of the file and warm it up (which builds every
+    batch size it will run), so the runtime never reads the repository's file itself."""
+    with private_copy(model_file) as copy:
+        backend = create_backend(settings.backend, copy, device=settings.device, device_id=settings.device_id,
+                                 threads=settings.threads)
+        backend.warm_up(sample, settings.max_batch_size)
+    return backend

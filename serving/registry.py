@@ -63,6 +63,10 @@ class ModelRegistry:
         """Load and warm `manifest`'s version, then make it available (the latest if highest)."""
         if manifest.name != self.name:
             raise ValueError("manifest is for model {!r}, the registry serves {!r}".format(manifest.name, self.name))
+        if _normalise(manifest.version) != manifest.version:
+            # Loaded versions are keyed as written; "02" would never match its directory "2".
+            raise ValueError("version {!r} is not in canonical form ({!r})".format(
+                manifest.version, _normalise(manifest.version)))
         model = await self._loader(manifest)
         previous = self._models.get(model.version)
         self._models[model.version] = model

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import List, Optional
+
+# A version directory is named by its number in canonical decimal: "2", never "02" or "²".
+_VERSION_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\Z")
 
 
 class RepositoryError(ValueError):
@@ -18,15 +22,16 @@ def model_names(repository: str) -> List[str]:
 
 
 def versions(repository: str, name: str) -> List[int]:
-    """Ascending complete versions of `name`: numeric directories holding a manifest.json.
+    """Ascending complete versions of `name`: directories named by a number holding a manifest.json.
 
     Export writes each version to a temporary directory and renames it into place, so a
-    numeric directory with a manifest is complete.
+    numeric directory with a manifest is complete. Only canonical names count ("02" is ignored),
+    so a version's number and its directory name convert both ways.
     """
     root = os.path.join(repository, name)
     found = []
     for entry in os.listdir(root):
-        if entry.isdigit() and os.path.isfile(os.path.join(root, entry, "manifest.json")):
+        if _VERSION_NAME.match(entry) and os.path.isfile(os.path.join(root, entry, "manifest.json")):
             found.append(int(entry))
     return sorted(found)
 

@@ -49,10 +49,12 @@ async def create_server(settings: Settings, dataplane: DataPlane, health_service
     interceptors = []
     if security.tokens is not None:
         interceptors.append(TokenAuthInterceptor(security.tokens, metrics.registry))
-    server = grpc.aio.server(interceptors=interceptors, options=[
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-    ])
+    # maximum_concurrent_rpcs bounds the handlers, but gRPC still receives every request sent on a
+    # connection; HTTP/2's MAX_CONCURRENT_STREAMS bounds what one connection can send (serving/README.md).
+    server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+                             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
+                                      ("grpc.max_send_message_length", settings.max_message_bytes),
+                                      ("grpc.max_concurrent_streams", settings.max_concurrent_rpcs)])
     classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(dataplane, metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((CLASSIFIER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)

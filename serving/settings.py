@@ -32,7 +32,9 @@ class Settings:
     port: int = _doc("gRPC port; 0 picks a free one (logged as 'serving on HOST:PORT').", 8500)
     metrics_port: Optional[int] = _doc(
         "Prometheus /metrics port (plain HTTP, no auth); 0 picks a free one, omitted disables metrics.", None)
-    metrics_host: Optional[str] = _doc("Address of the /metrics endpoint; default: --host.", None)
+    metrics_host: Optional[str] = _doc(
+        "Address of the /metrics endpoint; default: --host. Anything but loopback exposes it (plain HTTP, "
+        "no auth, even with TLS on the gRPC port): that needs --allow-insecure.", None)
     tls_cert: Optional[str] = _doc("PEM server certificate chain; with --tls-key, the server speaks TLS only.",
                                    None)
     tls_key: Optional[str] = _doc("PEM private key of --tls-cert.", None)
@@ -42,7 +44,8 @@ class Settings:
         "File of accepted bearer tokens, one per line ('#' comments allowed): calls must send "
         "'authorization: Bearer <token>'. Health and reflection stay open. Omitted: no token needed.", None)
     allow_insecure: bool = _doc(
-        "Accept listening on a non-loopback --host without TLS (plaintext, logged as a warning).", False)
+        "Accept listening on a non-loopback --host without TLS (plaintext, logged as a warning), and "
+        "/metrics on a non-loopback address.", False)
     reload_interval_s: float = _doc(
         "Seconds between scans of the repository for new versions (hot reload); 0 disables polling "
         "(SIGHUP still triggers a scan).", 10.0)
@@ -60,6 +63,11 @@ class Settings:
         "Images admitted but not yet computed; a request beyond it gets RESOURCE_EXHAUSTED at once.", 64)
     max_message_mb: int = _doc(
         "Largest gRPC request or response in MiB; larger requests get RESOURCE_EXHAUSTED.", 64)
+    max_concurrent_rpcs: int = _doc(
+        "Most RPCs at once, health checks included: in the server (RESOURCE_EXHAUSTED beyond) and on each "
+        "connection (HTTP/2 max concurrent streams: further streams are refused unread, UNAVAILABLE). Bounds "
+        "what a connection's requests can hold to about 4 x this x --max-message-mb; lower it where large "
+        "messages may flood in.", 128)
     max_images_per_request: int = _doc(
         "Most images in one Classify request (INVALID_ARGUMENT beyond); at most max_queue_size.", 32)
     max_image_pixels: int = _doc(
@@ -76,7 +84,8 @@ class Settings:
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
-        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_images_per_request",
+        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_concurrent_rpcs",
+                     "max_images_per_request",
                      "max_image_pixels", "workers", "threads", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError("{} must be at least 1, got {}".format(_flag(name), getattr(self, name)))
@@ -103,6 +112,10 @@ class Settings:
         if not self.tls and not is_loopback(self.host) and not self.allow_insecure:
             raise ValueError("--host {} is reachable from other machines: give --tls-cert and --tls-key, or "
                              "--allow-insecure to serve plaintext".format(self.host))
+        if self.metrics_port is not None and not is_loopback(self.metrics_address) and not self.allow_insecure:
+            raise ValueError("--metrics-host {} is reachable from other machines and /metrics is plain HTTP "
+                             "without authentication: give --allow-insecure to expose it, or a loopback "
+                             "--metrics-host".format(self.metrics_address))
 
     @property
     def tls(self) -> bool:

@@ -1,14 +1,25 @@
-"""Checks a version directory before it is served: manifest, version number, the served file's sha256.
+"""Checks a version directory before it is served, and hands the runtime the exact bytes it checked.
 
-Used for the version served at start-up and for every version hot reload picks up, so a
-tampered or half-copied model file is never loaded.
+`verified_manifest` (start-up and every version hot reload picks up) checks the manifest chain
+(serving.manifest: manifest.sha256, labels sha256, paths inside the directory), that the
+manifest's version is the directory's name, and the served file's sha256, so a broken version is
+refused before anything is built. `private_copy` is what the runtime loads: the served file
+copied into a new private directory while being hashed, checked again, so a file changed in the
+repository after the first check, or between check and use, is never loaded. Neither runtime
+can load a model from memory (mindspore_lite 2.0's Model only has build_from_file; mindspore.load
+takes a '.mindir' path), hence a copy rather than a buffer.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import IO, Iterator, Optional
 
-from serving.manifest import Manifest, ManifestError, read_manifest
+from serving.manifest import Manifest, ManifestError, ModelFile, read_manifest
 
 CHUNK_BYTES = 1 << 20
 
@@ -17,26 +28,48 @@ def verified_manifest(directory: str, backend: str) -> Manifest:
     """The manifest of `directory` after checking its version number and `backend`'s file checksum."""
     manifest = read_manifest(directory)
     name = os.path.basename(os.path.normpath(directory))
-    if not manifest.version.isdigit() or int(manifest.version) != int(name):
+    if manifest.version != name:
         raise ManifestError("{}: the directory is version {} but its manifest says version {!r}".format(
             directory, name, manifest.version))
     model_file = manifest.model_file(backend)
     if not model_file.sha256:
         raise ManifestError("{}: the manifest has no sha256 for {}".format(directory, model_file.path))
-    actual = sha256_of(model_file.path)
-    if actual != model_file.sha256.lower():
-        raise ManifestError("{}: sha256 mismatch (manifest {}, file {})".format(
-            model_file.path, model_file.sha256, actual))
+    _check_sha256(model_file, _sha256_copy(model_file.path, None))
     return manifest
 
 
-def sha256_of(path: str) -> str:
-    """Hex sha256 of a file, read in chunks."""
+@contextmanager
+def private_copy(model_file: ModelFile) -> Iterator[ModelFile]:
+    """`model_file` copied into a new directory only this user can enter, checked against its sha256.
+
+    Yields the ModelFile of the copy (same name, so runtimes that check the extension accept it);
+    the copy is removed on exit. Directory: $TMPDIR, else /tmp.
+    """
+    directory = tempfile.mkdtemp(prefix="genet-model-")
+    try:
+        path = os.path.join(directory, os.path.basename(model_file.path))
+        with open(path, "xb") as target:
+            _check_sha256(model_file, _sha256_copy(model_file.path, target))
+        yield dataclasses.replace(model_file, path=path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sha256_copy(path: str, target: Optional[IO[bytes]]) -> str:
+    """Hex sha256 of a file read in chunks, each also written to `target` unless it is None."""
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
                 digest.update(chunk)
+                if target is not None:
+                    target.write(chunk)
     except OSError as error:
         raise ManifestError("cannot read {}: {}".format(path, error)) from None
     return digest.hexdigest()
+
+
+def _check_sha256(model_file: ModelFile, actual: str) -> None:
+    if actual != model_file.sha256.lower():
+        raise ManifestError("{}: sha256 mismatch (manifest {}, file {})".format(
+            model_file.path, model_file.sha256, actual))

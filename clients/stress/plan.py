@@ -22,6 +22,8 @@ class Plan:
     """Seconds the load goes on after SIGTERM (against a draining, then closed server)."""
     sigterm_factor: float
     """Load rate during the SIGTERM check as a multiple of the capacity (above 1: the queue stays full)."""
+    flood_compare: bool
+    """Also flood a server without an effective --max-concurrent-rpcs, for the report (one more server start)."""
     train_per_class: int
     """Fashion-MNIST training images per class of the tiny run killed with SIGKILL."""
     train_epochs: int
@@ -29,6 +31,8 @@ class Plan:
 
 
 FULL = Plan(corpus_rounds=10, capacity_s=10.0, overload_s=30.0, overload_factor=4.0, reload_s=20.0,
-            sigterm_before_s=5.0, sigterm_after_s=3.0, sigterm_factor=1.5, train_per_class=48, train_epochs=4)
+            sigterm_before_s=5.0, sigterm_after_s=3.0, sigterm_factor=1.5, flood_compare=True,
+            train_per_class=48, train_epochs=4)
 QUICK = Plan(corpus_rounds=4, capacity_s=3.0, overload_s=8.0, overload_factor=4.0, reload_s=8.0,
-             sigterm_before_s=2.0, sigterm_after_s=2.0, sigterm_factor=1.5, train_per_class=32, train_epochs=3)
+             sigterm_before_s=2.0, sigterm_after_s=2.0, sigterm_factor=1.5, flood_compare=False,
+             train_per_class=32, train_epochs=3)

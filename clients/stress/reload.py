@@ -6,7 +6,6 @@ publishes: built in a .staging directory beside the versions, then renamed into 
 loop keeps the images in flight below the queue bound, so every call must be OK: no rejection,
 no UNAVAILABLE, no error while the server verifies, loads, warms and swaps in the new version.
 """
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,13 +18,6 @@ from clients.stress.results import CheckResult, codes, examples
 
 RELOAD_OPTION = "--reload-interval-s"
 TIMEOUT_S = 30.0
-
-
-def reload_available(server_python: str) -> bool:
-    """True when `python -m serving --help` offers RELOAD_OPTION."""
-    completed = subprocess.run([server_python, "-m", "serving", "--help"], capture_output=True, text=True,
-                               timeout=120, cwd=str(Path(__file__).resolve().parents[2]))
-    return RELOAD_OPTION in completed.stdout
 
 
 def _served_version(client: ClassifierClient) -> Optional[str]:

@@ -3,11 +3,12 @@ import json
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
+
+from export.manifest import MANIFEST_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,16 @@ def prepare_served_repository(workdir: Path, source: Optional[Path]) -> Path:
 def publish_next_version(repository: Path, name: str) -> str:
     """Copies the latest version of name to the next number as export publishes (staging + rename).
 
-    Directory name and manifest "version" agree; the model files and their sha256 are unchanged.
+    Directory name and manifest "version" agree (manifest.sha256 rewritten); the model files and
+    their sha256 are unchanged.
     Returns the new version.
     """
     source = latest_version_dir(repository, name)
     version = str(int(source.name) + 1)
     staging = Path(repository) / name / ".staging-stress-{}".format(version)
     shutil.copytree(source, staging)
-    manifest_path = staging / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads((staging / MANIFEST_FILE).read_text())
     manifest["version"] = int(version)
-    manifest_path.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    manifest_path.chmod(0o444)
+    write_manifest(staging, manifest)  # and its manifest.sha256
     os.rename(staging, Path(repository) / name / version)
     return version

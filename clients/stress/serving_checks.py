@@ -2,7 +2,8 @@
 
 The main server takes, in order: the bad-input corpus, capacity and overload, a hot reload under
 load, and SIGTERM under load (which ends it). The cancellation check needs batches that wait
-seconds for company, so it gets a server of its own.
+seconds for company, and the flood of large requests a low --max-concurrent-rpcs, so each gets
+a server of its own.
 """
 import logging
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from clients.stress import forge
 from clients.stress.bad_inputs import run_bad_inputs
 from clients.stress.cancellation import CANCEL_SERVER_OPTIONS, run_cancellation
 from clients.stress.corpus import Limits, build_corpus
+from clients.stress.flood import run_flood
 from clients.stress.overload import measure_capacity, run_overload
 from clients.stress.plan import Plan
-from clients.stress.reload import RELOAD_OPTION, reload_available, run_reload
+from clients.stress.reload import RELOAD_OPTION, run_reload
 from clients.stress.results import CheckResult
 from clients.stress.shutdown import run_sigterm
 
@@ -74,9 +76,8 @@ def _client(address: str) -> ClassifierClient:
 
 def main_server_checks(setup: Setup) -> List[CheckResult]:
     """Bad inputs, overload, hot reload and SIGTERM against one server, in that order."""
-    with_reload = "reload" not in setup.skip and reload_available(setup.python)
-    options = [*SERVER_OPTIONS, *([RELOAD_OPTION, str(RELOAD_INTERVAL_S)] if with_reload else [])]
-    args = ["--model-repository", str(setup.repository), "--backend", setup.backend, *options]
+    args = ["--model-repository", str(setup.repository), "--backend", setup.backend, *SERVER_OPTIONS,
+            RELOAD_OPTION, str(RELOAD_INTERVAL_S)]
     plan, skip, results = setup.plan, setup.skip, []
     requests = load_requests()
     with ServerProcess(args, setup.log_dir / "server-main.log", python=setup.python,
@@ -93,12 +94,8 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
         results.append(guarded("overload", skip, lambda: run_overload(
             client, server.address, pid, requests, capacity, info.batching.max_queue_size, plan.overload_factor,
             plan.overload_s)))
-        if with_reload or "reload" in skip:
-            results.append(guarded("reload", skip, lambda: run_reload(
-                client, requests, concurrency, setup.repository, setup.model_name, plan.reload_s)))
-        else:
-            results.append(CheckResult("reload", skipped="not available: `python -m serving --help` has no {}"
-                                       .format(RELOAD_OPTION)))
+        results.append(guarded("reload", skip, lambda: run_reload(
+            client, requests, concurrency, setup.repository, setup.model_name, plan.reload_s)))
         results.append(guarded("sigterm", skip, lambda: run_sigterm(
             client, requests, plan.sigterm_factor * capacity["throughput_rps"], server.stop, GRACE_PERIOD_S,
             plan.sigterm_before_s, plan.sigterm_after_s)))
@@ -124,6 +121,8 @@ def serving_checks(setup: Setup) -> List[CheckResult]:
         logger.exception("the main server checks crashed")
         results = [guarded(name, setup.skip, lambda crash=error: _raise(crash)) for name in MAIN_SERVER_CHECKS]
     results.append(guarded("cancellation", setup.skip, lambda: cancellation_check(setup)))
+    results.append(guarded("flood", setup.skip, lambda: run_flood(
+        setup.repository, setup.backend, setup.python, setup.log_dir, compare=setup.plan.flood_compare)))
     return results
 
 

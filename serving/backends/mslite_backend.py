@@ -72,7 +72,11 @@ class SizedModel:
 
 
 class LiteBackend(Backend):
-    """Lite models of one file, one per batch size run, built on first use of the size (warm-up)."""
+    """Lite models of one file, one per batch size run, built on first use of the size (warm-up).
+
+    The server builds every size during warm-up, while the checked private copy of the file it was
+    given exists (serving.verify.private_copy); a size first used later could not be built.
+    """
 
     runtime_version = "mindspore_lite {}".format(getattr(mslite, "__version__", "unknown"))
 

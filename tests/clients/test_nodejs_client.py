@@ -1,5 +1,6 @@
 """A client in another language (Node.js), written from the .proto alone: Classify, GetModelInfo, reflection."""
 import json
+import re
 import shutil
 import subprocess
 
@@ -10,19 +11,43 @@ from clients.client import ClassifierClient
 
 NODE_CLIENT = REPO_ROOT / "clients" / "nodejs"
 PROTO = REPO_ROOT / "protos" / "genet" / "v1" / "classifier.proto"
+NETWORK_ERRORS = {"ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "EHOSTUNREACH",
+                  "ENETUNREACH", "ECONNABORTED"}
 
 
 @pytest.fixture(scope="module")
 def node_client(tmp_path_factory):
-    """clients/nodejs/classify.js with its pinned packages installed from the npm registry."""
+    """clients/nodejs/classify.js with its pinned packages installed from the npm registry.
+
+    Skipped, with the reason, when Node.js is missing or the registry cannot be reached (`npm ping`
+    fails); an install that fails while the registry answers is a failure.
+    """
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("Node.js and npm are not installed")
+    unreachable = registry_unreachable()
+    if unreachable:
+        pytest.skip("the npm registry cannot be reached: " + unreachable)
     workdir = tmp_path_factory.mktemp("nodejs")
     for name in ("package.json", "classify.js"):
         shutil.copy(str(NODE_CLIENT / name), str(workdir))
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=str(workdir), check=True,
-                   timeout=300)
+    completed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=str(workdir),
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, "npm install failed although the registry answers:\n" + completed.stderr[-3000:]
     return workdir / "classify.js"
+
+
+def registry_unreachable() -> str:
+    """Why the configured registry cannot be reached (`npm ping` failed with a network error), else ""."""
+    try:
+        completed = subprocess.run(["npm", "ping"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "npm ping timed out after 60 s"
+    output = completed.stderr + completed.stdout
+    code = re.search(r"npm (?:error|ERR!) code (\S+)", output)
+    if completed.returncode == 0 or code is None or code.group(1) not in NETWORK_ERRORS:
+        return ""  # reachable, or another failure that npm install will report
+    reason = re.search(r"(FetchError: .*|request to .*)", output)
+    return reason.group(1) if reason else code.group(1)
 
 
 def test_a_node_client_from_the_proto_alone_classifies_and_discovers_the_service(node_client, server, images,

@@ -9,7 +9,7 @@ from export.manifest import sha256_of
 from export.verify import TOLERANCE
 from training.presets import EvalPreset
 
-MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "labels_file",
+MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "labels_file", "labels_sha256",
                  "input", "output", "preprocessing", "files", "skipped", "source_checkpoint",
                  "runtime_versions", "verification"}
 CORE_FILES = {"mindir": "model.mindir", "onnx": "model.onnx", "mslite": "model.ms"}
@@ -22,7 +22,7 @@ def test_last_line_is_the_first_version_directory(exported):
 
 def test_every_format_available_here_is_written(exported):
     names = {p.name for p in exported["dir"].iterdir()}
-    assert set(CORE_FILES.values()) | {"manifest.json", "labels.txt"} <= names
+    assert set(CORE_FILES.values()) | {"manifest.json", "manifest.sha256", "labels.txt"} <= names
     files = exported["manifest"]["files"]
     assert set(CORE_FILES) <= set(files)
     for fmt, reason in exported["manifest"]["skipped"].items():
@@ -48,6 +48,9 @@ def test_manifest_describes_the_model_and_its_files(exported, tiny_model, export
     assert manifest["source_checkpoint"] == {"path": None, "sha256": "random-init", "seed": export_seed}
     assert manifest["runtime_versions"]["mindspore_lite"] == "2.0.0"
     labels = (version_dir / manifest["labels_file"]).read_text().splitlines()
+    assert manifest["labels_sha256"] == sha256_of(version_dir / manifest["labels_file"])
+    checksum = (version_dir / "manifest.sha256").read_text()
+    assert checksum == f"{sha256_of(version_dir / 'manifest.json')}  manifest.json\n"
     assert labels == [f"class_{i}" for i in range(tiny_model["num_classes"])]
 
 
@@ -70,7 +73,8 @@ def test_checkpoint_export_is_version_2_and_leaves_version_1_untouched(exported,
     assert result.returncode == 0, result.stderr[-3000:]
     version_2 = Path(result.stdout.strip().splitlines()[-1])
     assert version_2 == version_1.parent / "2"
-    assert {p.name for p in version_2.iterdir()} == {"model.mindir", "manifest.json", "labels.txt"}
+    assert {p.name for p in version_2.iterdir()} == {"model.mindir", "manifest.json", "manifest.sha256",
+                                                       "labels.txt"}
     assert {p.name: p.read_bytes() for p in version_1.iterdir()} == before
     manifest = json.loads((version_2 / "manifest.json").read_text())
     assert manifest["version"] == 2

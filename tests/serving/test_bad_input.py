@@ -82,11 +82,24 @@ def test_an_unusable_image_fails_the_request_naming_its_index(stub, case):
     assert_still_serving(stub)
 
 
-def test_a_one_pixel_image_is_valid_and_scaled_up(stub):
+def scores(stub, image: bytes) -> dict:
+    """Every class's score for one image, by class id."""
+    response = stub.Classify(classifier_pb2.ClassifyRequest(images=[image], top_k=1000), timeout=30)
+    return {p.class_id: p.score for p in response.results[0].predictions}
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 2)])
+def test_a_tiny_image_is_scaled_up_and_classified_like_the_same_content_at_full_size(stub, shape):
+    # Resizing and cropping a one-colour image gives the same colour: the tiny image must score
+    # exactly like a large image of the colour it decodes to.
     for fmt in ("PNG", "JPEG"):
-        response = stub.Classify(classifier_pb2.ClassifyRequest(images=[encode(np.full((1, 1, 3), 200), fmt)]),
-                                 timeout=30)
-        assert len(response.results[0].predictions) == 5
+        tiny = encode(np.full(shape + (3,), (200, 40, 120)), fmt)
+        decoded = np.asarray(Image.open(io.BytesIO(tiny)).convert("RGB"))
+        colour = decoded[0, 0]
+        assert (decoded == colour).all()
+        assert len(scores(stub, tiny)) == len(scores(stub, GOOD))
+        assert scores(stub, tiny) == pytest.approx(scores(stub, encode(np.full((64, 80, 3), colour), "PNG")),
+                                                   abs=1e-5), (fmt, colour)
 
 
 def test_grey_palette_rgba_cmyk_and_16_bit_images_are_accepted(stub):

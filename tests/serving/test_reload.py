@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from clients.benchmark.servers import REPO_ROOT, ServerProcess
+from export.manifest import write_manifest
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
 
 MODEL_NAME = "genet_res50"
@@ -43,7 +44,7 @@ def publish(model_dir: Path, source: Path, version: int, corruption: str = "") -
     elif corruption == "garbage":
         served.write_bytes(os.urandom(4096))
         manifest["files"]["mslite"]["sha256"] = hashlib.sha256(served.read_bytes()).hexdigest()
-    (staging / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(staging, manifest)
     os.rename(str(staging), str(model_dir / str(version)))
     return model_dir / str(version)
 

@@ -105,6 +105,9 @@ def run_cli(*args):
     (("--host", "192.0.2.7"), "give --tls-cert and --tls-key, or --allow-insecure"),
     (("--tls-cert", "server.pem"), "--tls-cert and --tls-key go together"),
     (("--tls-client-ca", "ca.pem"), "--tls-client-ca (mutual TLS) needs --tls-cert"),
+    (("--metrics-port", "0", "--metrics-host", "0.0.0.0"), "--metrics-host 0.0.0.0 is reachable"),
+    (("--host", "::", "--tls-cert", "server.pem", "--tls-key", "server.key", "--metrics-port", "0"),
+     "/metrics is plain HTTP without authentication: give --allow-insecure"),
 ])
 def test_unsafe_or_incomplete_security_settings_are_refused(model_repository, args, message):
     completed = run_cli("--model-repository", str(model_repository), *args)
@@ -123,11 +126,13 @@ def test_unreadable_security_files_stop_the_start(model_repository, pki, tmp_pat
         assert message in completed.stderr
 
 
-def test_plaintext_beyond_localhost_needs_allow_insecure_and_warns(token_file, caplog):
+def test_plaintext_or_metrics_beyond_localhost_need_allow_insecure_and_warn(token_file, caplog):
     for host in ("localhost", "::1", "127.0.0.2"):
         assert Settings(host=host).host == host
     with pytest.raises(ValueError, match="--allow-insecure"):
         Settings(host="genet.example.com")
+    assert Settings(metrics_port=0, metrics_host="::1").metrics_address == "::1"
+    assert Settings(metrics_port=0, metrics_host="0.0.0.0", allow_insecure=True).metrics_address == "0.0.0.0"
     settings = Settings(host="0.0.0.0", allow_insecure=True, auth_token_file=str(token_file))
     with caplog.at_level(logging.WARNING):
         security = read_security(settings)

@@ -20,7 +20,7 @@ class LoadedVersion:
         self.ready = False
         self.closed = False
 
-    async def close(self):
+    async def close(self, timeout_s=None):
         """Mark closed."""
         self.ready = False
         self.closed = True

@@ -51,7 +51,7 @@ class ModelRegistry:
         """The requested version ('' = latest); Unavailable while nothing is ready, NotFound if unknown."""
         if not version:
             if not self.ready:
-                raise Unavailable("model {} is not ready (loading or shutting down)".format(self.name))
+                raise Unavailable("model {} is not ready (loading, out of service or shutting down)".format(self.name))
             return self._models[self._latest]
         model = self._models.get(_normalise(version))
         if model is None:

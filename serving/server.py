@@ -4,7 +4,8 @@ Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> 
 the repository watcher swapping in new versions (`serving.reload`) -> (stop requested) stop the
 watcher, NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period ->
 release the models. If the latest version goes out of service (an inference call that never
-returned, a failed batcher), health turns NOT_SERVING. TLS and token authentication (`serving.tls`, `serving.auth`) wrap every service.
+returned, a failed batcher), health turns NOT_SERVING. TLS and token authentication (`serving.tls`,
+`serving.auth`) wrap every service.
 """
 from __future__ import annotations
 

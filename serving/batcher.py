@@ -18,8 +18,7 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import Executor
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -282,15 +281,17 @@ class DynamicBatcher:
 
     def _on_task_done(self, task: asyncio.Task) -> None:
         """If the batching task ended other than by close() finishing, fail every waiter and go out of service."""
+        error = None if task.cancelled() else task.exception()
         if task.cancelled():
             self._failure = Unavailable("the model version stopped before this request was computed")
-        elif task.exception() is not None:
-            error = task.exception()
-            self._failure = error if isinstance(error, ServingError) else InternalError(
-                "the batcher failed: {!r}".format(error))
+        elif isinstance(error, ServingError):
+            self._failure = error
+        elif error is not None:  # a bug
+            self._failure = InternalError("the batcher failed: {!r}".format(error))
         else:
             return
-        LOG.error("the batching task stopped: %s; failing %d waiting requests", self._failure, len(self._waiting))
+        LOG.error("the batching task stopped: %s; failing %d waiting requests", self._failure, len(self._waiting),
+                  exc_info=None if isinstance(error, ServingError) else error)
         for work in self._waiting | set(self._queue) | {work for work, _ in self._batch}:
             if not work.future.done():
                 work.future.set_exception(self._failure)

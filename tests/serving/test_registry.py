@@ -82,3 +82,29 @@ def test_a_manifest_without_the_backends_file_is_refused(version_dir, tmp_path):
     (copy / "model.ms").unlink()
     with pytest.raises(ManifestError, match="the file is missing"):
         read_manifest(str(copy)).model_file("mslite")
+
+
+def test_an_unload_cancelled_while_draining_is_finished_by_close(manifest):
+    async def scenario():
+        drained = asyncio.Event()
+
+        class DrainingVersion(LoadedVersion):
+            async def close(self, timeout_s=None):
+                """Close once its admitted requests are done (`drained`)."""
+                await drained.wait()
+                await super().close(timeout_s)
+
+        async def load(manifest):
+            return DrainingVersion(manifest)
+
+        registry = ModelRegistry("genet_res50", load)
+        first = await registry.load(dataclasses.replace(manifest, version="1"))
+        unloading = asyncio.ensure_future(registry.unload("1"))
+        await asyncio.sleep(0)
+        unloading.cancel()  # the repository watcher is cancelled at shutdown while the version drains
+        await asyncio.wait([unloading])
+        drained.set()
+        await registry.close()
+        return first.closed
+
+    assert asyncio.run(scenario())

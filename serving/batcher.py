@@ -5,6 +5,12 @@ the oldest waiting image has waited `max_delay_s` (measured with `time.monotonic
 whose caller cancelled or whose deadline passed, and runs the batch on the inference thread.
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
 overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything.
+
+Failures: a batch whose inference raises is re-run in halves, split between requests, until the
+failing request is alone: only it fails (INTERNAL). An inference call that does not return within
+`inference_timeout_s` cannot be interrupted (the thread is stuck in the runtime), so it ends the
+batching task. If the task ends other than by close() (that, or a bug), every waiter fails, new
+work is refused and `on_failure` is called: the model version is out of service.
 """
 from __future__ import annotations
 
@@ -12,12 +18,13 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import Executor
-from typing import Callable, Deque, List, Optional, Sequence, Set
+from concurrent.futures import Executor, Future
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from serving.errors import DeadlineExpired, InternalError, QueueFull, Unavailable
+from serving.errors import (DeadlineExpired, InferenceTimeout, InternalError, QueueFull, ServingError, Unavailable,
+                            reraise_cancellation)
 from serving.metrics import ServingMetrics
 
 LOG = logging.getLogger(__name__)
@@ -53,16 +60,22 @@ class _Work:
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
 
 
+Slot = Tuple[_Work, int]  # one image of a batch: its request and its index in the request
+
+
 class DynamicBatcher:
     """Collects images into batches of at most `max_batch_size` and runs them one at a time."""
 
     def __init__(self, predict: PredictFn, executor: Executor, *, max_batch_size: int, max_delay_s: float,
-                 max_queue_images: int, metrics: ServingMetrics) -> None:
+                 max_queue_images: int, metrics: ServingMetrics, inference_timeout_s: Optional[float] = None,
+                 on_failure: Optional[Callable[[], None]] = None) -> None:
         self._predict = predict
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_images = max_queue_images
+        self.inference_timeout_s = inference_timeout_s
+        self._on_failure = on_failure
         self._metrics = metrics
         self._queue: Deque[_Work] = collections.deque()
         self._waiting: Set[_Work] = set()  # every request whose future is not done, queued or computing
@@ -70,18 +83,31 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: Optional[asyncio.Task] = None
-        self._failure: Optional[BaseException] = None
+        self._failure: Optional[ServingError] = None
+        self._batch: List[Slot] = []  # the batch being computed
+        self._inference: Optional[Future] = None  # the latest inference call on the executor
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._task.add_done_callback(self._on_task_done)
 
+    @property
+    def failed(self) -> bool:
+        """True once the batching task has ended other than by close(): no work will be computed."""
+        return self._failure is not None
+
+    @property
+    def inference_running(self) -> bool:
+        """True while an inference call has not returned (after a timeout: stuck in the runtime)."""
+        return self._inference is not None and not self._inference.done()
+
     def reserve(self, images: int) -> Ticket:
         """Admit `images` images or raise QueueFull (Unavailable when closing or failed)."""
-        if self._closing or self._failure is not None:
-            raise Unavailable("the model is shutting down" if self._failure is None
-                              else "the batcher failed: {}".format(self._failure))
+        if self._failure is not None:
+            raise self._out_of_service()
+        if self._closing:
+            raise Unavailable("the model is shutting down")
         if self._admitted + images > self.max_queue_images:
             raise QueueFull("queue full: {} of {} images admitted, this request needs {}; retry later".format(
                 self._admitted, self.max_queue_images, images))
@@ -93,7 +119,7 @@ class DynamicBatcher:
         """Queue one request's preprocessed images; return their model outputs, stacked in order."""
         if self._failure is not None:
             ticket.release()
-            raise InternalError("the batcher failed: {}".format(self._failure))
+            raise self._out_of_service()
         work = _Work(ticket, arrays, deadline)
         self._waiting.add(work)
         work.future.add_done_callback(lambda _: self._waiting.discard(work))
@@ -101,12 +127,20 @@ class DynamicBatcher:
         self._wakeup.set()
         return await work.future
 
-    async def close(self) -> None:
-        """Stop admitting, finish everything queued, then stop the batching task."""
+    async def close(self, timeout_s: Optional[float] = None) -> None:
+        """Stop admitting and finish everything queued; after `timeout_s`, cancel what is left (it fails)."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait([self._task], timeout=timeout_s)
+        if not done:
+            LOG.warning("queued requests not computed within %.1f s of the shutdown: failing them", timeout_s)
+            self._task.cancel()
             await asyncio.wait([self._task])
+
+    def _out_of_service(self) -> Unavailable:
+        return Unavailable("this model version is out of service: {}".format(self._failure))
 
     def _release(self, images: int) -> None:
         self._admitted -= images
@@ -123,9 +157,11 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             await self._wait_for_batch()
-            batch = self._take_batch()
-            if batch:
-                await self._compute(batch)
+            self._batch = self._take_batch()
+            if self._batch:
+                self._metrics.batch_size.observe(len(self._batch))
+                await self._compute(self._batch)
+            self._batch = []
 
     async def _wait_for_batch(self) -> None:
         """Wait until a full batch is queued or the oldest image has waited max_delay_s."""
@@ -142,9 +178,9 @@ class DynamicBatcher:
     def _queued_images(self) -> int:
         return sum(len(work.arrays) - work.next_index for work in self._queue)
 
-    def _take_batch(self) -> List[tuple]:
+    def _take_batch(self) -> List[Slot]:
         """Pop up to max_batch_size images as (work, index) pairs, dropping cancelled and expired work."""
-        batch: List[tuple] = []
+        batch: List[Slot] = []
         now = time.monotonic()
         while self._queue and len(batch) < self.max_batch_size:
             work = self._queue[0]
@@ -178,22 +214,55 @@ class DynamicBatcher:
         work.ticket.release(dropped)
         return True
 
-    async def _compute(self, batch: List[tuple]) -> None:
-        arrays = [work.arrays[index] for work, index in batch]
-        self._metrics.batch_size.observe(len(arrays))
-        started = time.monotonic()
+    async def _compute(self, batch: List[Slot]) -> None:
+        """Run `batch` and deliver its rows; if inference raises, isolate the failing request."""
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, arrays)
-            if len(outputs) != len(arrays):
-                raise RuntimeError("model returned {} rows for {} images".format(len(outputs), len(arrays)))
-        except Exception as error:  # a failing batch fails only its own requests
-            LOG.exception("inference failed on a batch of %d images", len(arrays))
-            self._fail_batch(batch, InternalError("inference failed: {}: {}".format(type(error).__name__, error)))
+            outputs = await self._infer([work.arrays[index] for work, index in batch])
+        except InferenceTimeout:
+            raise  # the inference thread is stuck: nothing can run after this call
+        except Exception as error:
+            reraise_cancellation(error)
+            await self._isolate(batch, error)
             return
-        finally:
-            self._metrics.inference_time.observe(time.monotonic() - started)
         for row, (work, index) in enumerate(batch):
             self._deliver(work, index, outputs[row])
+
+    async def _infer(self, arrays: List[np.ndarray]) -> np.ndarray:
+        """The model's rows for `arrays`, computed on the inference thread within inference_timeout_s."""
+        started = time.monotonic()
+        self._inference = self._executor.submit(self._predict, arrays)
+        try:
+            outputs = await asyncio.wait_for(asyncio.wrap_future(self._inference), self.inference_timeout_s)
+        except asyncio.TimeoutError:
+            LOG.error("an inference call on %d images did not return within %.1f s (--inference-timeout-s): "
+                      "its thread is stuck in the runtime; this model version is out of service",
+                      len(arrays), self.inference_timeout_s)
+            raise InferenceTimeout("inference did not return within {:.1f} s (--inference-timeout-s): this "
+                                   "model version is out of service".format(self.inference_timeout_s)) from None
+        finally:
+            self._metrics.inference_time.observe(time.monotonic() - started)
+        if len(outputs) != len(arrays):
+            raise RuntimeError("model returned {} rows for {} images".format(len(outputs), len(arrays)))
+        return outputs
+
+    async def _isolate(self, batch: List[Slot], error: Exception) -> None:
+        """Re-run a failed batch in halves, split between requests, until a failing request is alone; fail it.
+
+        A request's images stay together: they fail together. Other requests that shared the batch
+        get their results; isolating one bad request costs about 2 * log2(requests) more calls.
+        """
+        requests = _by_request(batch)
+        if len(requests) == 1:
+            LOG.error("inference failed on a request's %d images", len(batch), exc_info=error)
+            self._metrics.inference_failures.inc()
+            self._fail(batch, InternalError("inference failed: {}: {}".format(type(error).__name__, error)))
+            return
+        LOG.warning("inference failed on a batch of %d images from %d requests (%s: %s): retrying it in halves",
+                    len(batch), len(requests), type(error).__name__, error)
+        middle = len(requests) // 2
+        for half in (requests[:middle], requests[middle:]):
+            self._metrics.batch_retries.inc()
+            await self._compute([slot for request in half for slot in request])
 
     def _deliver(self, work: _Work, index: int, output: np.ndarray) -> None:
         work.outputs[index] = output
@@ -202,22 +271,39 @@ class DynamicBatcher:
         if work.pending == 0 and not work.future.done():
             work.future.set_result(np.stack(work.outputs))
 
-    def _fail_batch(self, batch: List[tuple], error: Exception) -> None:
-        for work in {id(work): work for work, _ in batch}.values():
+    def _fail(self, batch: List[Slot], error: Exception) -> None:
+        """Fail the requests of `batch` and release their images in it."""
+        for request in _by_request(batch):
+            work = request[0][0]
             if not work.future.done():
                 work.future.set_exception(error)
-            work.ticket.release(sum(1 for w, _ in batch if w is work))
+            work.ticket.release(len(request))
 
     def _on_task_done(self, task: asyncio.Task) -> None:
-        """If the batching task died, fail every waiter instead of leaving it hanging."""
+        """If the batching task ended other than by close() finishing, fail every waiter and go out of service."""
         error = None if task.cancelled() else task.exception()
-        if error is None and not task.cancelled():
+        if task.cancelled():
+            self._failure = Unavailable("the model version stopped before this request was computed")
+        elif isinstance(error, ServingError):
+            self._failure = error
+        elif error is not None:  # a bug
+            self._failure = InternalError("the batcher failed: {!r}".format(error))
+        else:
             return
-        self._failure = error or asyncio.CancelledError()
-        LOG.error("the batching task stopped: %r; failing %d waiting requests", self._failure, len(self._waiting))
-        failure = InternalError("the batcher failed: {!r}".format(self._failure))
-        for work in self._waiting | set(self._queue):
+        LOG.error("the batching task stopped: %s; failing %d waiting requests", self._failure, len(self._waiting),
+                  exc_info=None if isinstance(error, ServingError) else error)
+        for work in self._waiting | set(self._queue) | {work for work, _ in self._batch}:
             if not work.future.done():
-                work.future.set_exception(failure)
-            work.ticket.release()
+                work.future.set_exception(self._failure)
+            work.ticket.release()  # what is left of it: released exactly once
         self._queue.clear()
+        if self._on_failure is not None and not task.cancelled():
+            self._on_failure()
+
+
+def _by_request(batch: List[Slot]) -> List[List[Slot]]:
+    """The slots of `batch` grouped by request, in batch order."""
+    requests: Dict[int, List[Slot]] = {}
+    for slot in batch:
+        requests.setdefault(id(slot[0]), []).append(slot)
+    return list(requests.values())

@@ -1,12 +1,15 @@
 """Command line of the server: flags generated from Settings, preflight checks, signal handling.
 
 SIGTERM/SIGINT shut down gracefully; SIGHUP scans the model repository for new versions at once.
+An inference thread still running at the end (a call that never returned, a load abandoned at
+shutdown) cannot be interrupted and would hold the interpreter's exit: the process leaves without it.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import typing
 from typing import List, Optional
@@ -14,6 +17,7 @@ from typing import List, Optional
 from serving.auth import TokenFileError, read_tokens
 from serving.backends import BackendError, check_device
 from serving.manifest import Manifest, ManifestError
+from serving.model import running_inference_threads
 from serving.repository import RepositoryError, latest_version_dir, resolve_model_name
 from serving.server import Security, serve
 from serving.settings import Settings, settings_fields
@@ -80,6 +84,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (RepositoryError, ManifestError, BackendError, TlsFileError, TokenFileError) as error:
         LOG.error("cannot serve: %s", error)
         return 2
+    return _leave(_serve(settings, manifest, security))
+
+
+def _serve(settings: Settings, manifest: Manifest, security: Security) -> int:
+    """Serve until stopped; the exit status."""
     try:
         asyncio.run(_run(settings, manifest, security))
     except BackendError as error:
@@ -89,6 +98,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         LOG.exception("the server failed")
         return 1
     return 0
+
+
+def _leave(status: int) -> int:
+    """`status`, or exit with it at once if an inference thread is still running (the exit would join it)."""
+    running = running_inference_threads()
+    if running:
+        LOG.warning("exiting without waiting for %s: a runtime call cannot be interrupted", ", ".join(running))
+        logging.shutdown()
+        os._exit(status)
+    return status
 
 
 async def _run(settings: Settings, manifest: Manifest, security: Security) -> None:

@@ -5,6 +5,8 @@ wire in one place (`ServingError.code` is the `grpc.StatusCode` name).
 """
 from __future__ import annotations
 
+import asyncio
+
 
 class ServingError(Exception):
     """A failure with a client-facing message and the gRPC status code it maps to."""
@@ -46,7 +48,21 @@ class Unavailable(ServingError):
     code = "UNAVAILABLE"
 
 
+class InferenceTimeout(Unavailable):
+    """An inference call did not return within --inference-timeout-s: its model version is out of service."""
+
+
 class InternalError(ServingError):
     """The server failed to compute a result (inference or batching failure)."""
 
     code = "INTERNAL"
+
+
+def reraise_cancellation(error: BaseException) -> None:
+    """Re-raise `error` if it is a task's cancellation; call it first in every `except Exception` around an await.
+
+    On Python 3.7 (the Lite server's) `asyncio.CancelledError` is an Exception (a BaseException from
+    3.8 on): a bare `except Exception` would swallow the cancellation and keep the task running.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        raise error

@@ -37,7 +37,12 @@ class ServingMetrics:
         self.dropped_images = Counter("genet_dropped_images", "Images dropped before compute, by reason "
                                       "(cancelled by the caller, or its deadline expired)", ["reason"],
                                       registry=reg)
-        self.model_ready = Gauge("genet_model_ready", "1 when the served model is loaded and warm",
+        self.batch_retries = Counter("genet_batch_retries", "Sub-batches re-run after an inference call "
+                                     "raised (a failed batch is retried in halves to isolate the failing request)",
+                                     registry=reg)
+        self.inference_failures = Counter("genet_inference_failures", "Requests failed because inference "
+                                          "raised on their images alone", registry=reg)
+        self.model_ready = Gauge("genet_model_ready", "1 when the served model is loaded, warm and in service",
                                  registry=reg)
         ProcessCollector(registry=reg)  # process_cpu_seconds_total, memory, open fds (Linux)
 

@@ -2,12 +2,14 @@
 
 A version is registered only once loaded and warm; a new version is loaded before an old one is
 unloaded, so swapping versions (hot reload) never leaves a gap. Requests name a version or get
-the latest ready one.
+the latest ready one. Every unloaded version is closed exactly once, even when the task unloading
+it is cancelled (shutdown during a hot reload): close() finishes such drains.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Awaitable, Callable, Dict, List, Optional
+from typing import Awaitable, Callable, Dict, List, Optional, Set
 
 from serving.errors import NotFound, Unavailable
 from serving.manifest import Manifest
@@ -29,6 +31,7 @@ class ModelRegistry:
         self._loader = loader
         self._models: Dict[str, ServedModel] = {}
         self._latest: Optional[str] = None
+        self._draining: Set[ServedModel] = set()  # unloaded, not yet closed
 
     @property
     def ready(self) -> bool:
@@ -48,7 +51,7 @@ class ModelRegistry:
         """The requested version ('' = latest); Unavailable while nothing is ready, NotFound if unknown."""
         if not version:
             if not self.ready:
-                raise Unavailable("model {} is not ready (loading or shutting down)".format(self.name))
+                raise Unavailable("model {} is not ready (loading, out of service or shutting down)".format(self.name))
             return self._models[self._latest]
         model = self._models.get(_normalise(version))
         if model is None:
@@ -74,7 +77,7 @@ class ModelRegistry:
         if self._latest is None or _version_key(model.version) >= _version_key(self._latest):
             self._latest = model.version
         if previous is not None:
-            await previous.close()
+            await self._close(previous)
         LOG.info("model %s version %s is ready (latest: %s)", self.name, model.version, self._latest)
         return model
 
@@ -83,13 +86,19 @@ class ModelRegistry:
         model = self._models.pop(_normalise(version))
         if self._latest == model.version:
             self._latest = max(self._models, key=_version_key) if self._models else None
-        await model.close()
-        LOG.info("model %s version %s unloaded (drained; latest: %s)", self.name, model.version, self._latest)
+        await self._close(model)
 
-    async def close(self) -> None:
-        """Unload every version."""
-        for version in self.versions():
-            await self.unload(version)
+    async def close(self, timeout_s: Optional[float] = None) -> None:
+        """Unload every version and finish the unloads under way; work left after `timeout_s` fails."""
+        models = [self._models.pop(version) for version in self.versions()]
+        self._latest = None
+        await asyncio.gather(*(self._close(model, timeout_s) for model in models + list(self._draining)))
+
+    async def _close(self, model: ServedModel, timeout_s: Optional[float] = None) -> None:
+        self._draining.add(model)
+        await model.close(timeout_s)
+        self._draining.discard(model)
+        LOG.info("model %s version %s unloaded (drained; latest: %s)", self.name, model.version, self._latest)
 
 
 def _normalise(version: str) -> str:

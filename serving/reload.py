@@ -8,7 +8,8 @@ beside the serving ones, then becomes the latest in one step; versions no longer
 unloaded once their admitted requests have finished. A version that fails is rejected with a log
 line, remembered (until its manifest.json changes) and the loaded ones keep serving. Removing a
 version directory rolls back: the next scan loads the newest remaining one and unloads it.
-Nothing is unloaded while no wanted version could be loaded.
+Nothing is unloaded while no wanted version could be loaded. Cancelling the watcher (shutdown)
+stops it at once, a load under way included; the registry finishes unloads under way.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from serving.errors import reraise_cancellation
 from serving.manifest import Manifest
 from serving.registry import ModelRegistry
 from serving.repository import versions
@@ -68,7 +70,8 @@ class RepositoryWatcher:
         while True:
             try:
                 await self.scan()
-            except Exception:  # a bug in a scan must not stop later ones, nor the server
+            except Exception as error:  # a bug in a scan must not stop later ones, nor the server
+                reraise_cancellation(error)
                 LOG.exception("repository scan failed")
             try:
                 await asyncio.wait_for(rescan.wait(), interval_s or None)
@@ -114,9 +117,8 @@ class RepositoryWatcher:
             manifest = await asyncio.get_running_loop().run_in_executor(
                 None, verified_manifest, directory, self._backend)
             await self._registry.load(manifest)
-        except asyncio.CancelledError:
-            raise
         except Exception as error:  # any failure rejects only this version
+            reraise_cancellation(error)
             self._rejected[version] = identity
             self._metrics.reloads.labels(outcome="rejected").inc()
             LOG.error("rejected model %s version %d: %s; still serving version %s", self._registry.name, version,

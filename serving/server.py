@@ -1,9 +1,11 @@
 """The gRPC server: Classifier, health and reflection services, and its lifecycle.
 
 Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> SERVING, with
-the repository watcher swapping in new versions (`serving.reload`) -> (stop requested)
-NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period -> release
-the models. TLS and token authentication (`serving.tls`, `serving.auth`) wrap every service.
+the repository watcher swapping in new versions (`serving.reload`) -> (stop requested) stop the
+watcher, NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period ->
+release the models. If the latest version goes out of service (an inference call that never
+returned, a failed batcher), health turns NOT_SERVING. TLS and token authentication (`serving.tls`,
+`serving.auth`) wrap every service.
 """
 from __future__ import annotations
 
@@ -76,11 +78,15 @@ async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
     Setting `rescan` makes the repository watcher scan at once (SIGHUP).
     """
     metrics = ServingMetrics(settings.max_batch_size)
-    registry = ModelRegistry(manifest.name, lambda m: load_model(m, settings, metrics))
+    health_servicer = HealthServicer(HEALTH_SERVICES)
+
+    def on_failure() -> None:
+        asyncio.ensure_future(_publish_readiness(registry, health_servicer, metrics))
+
+    registry = ModelRegistry(manifest.name, lambda m: load_model(m, settings, metrics, on_failure))
     watcher = RepositoryWatcher(settings.model_repository, registry, settings.backend, settings.keep_versions,
                                 ReloadMetrics(metrics.registry))
     pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="preprocess")
-    health_servicer = HealthServicer(HEALTH_SERVICES)
     server, port = await create_server(settings, DataPlane(registry, settings, metrics, pool), health_servicer,
                                        metrics, security)
     LOG.info("serving on %s:%d (%s%s)", settings.host, port, _describe_transport(settings),
@@ -91,14 +97,12 @@ async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
             httpd, metrics_port = start_metrics_server(metrics, settings.metrics_address, settings.metrics_port)
             LOG.info("metrics on %s:%d", settings.metrics_address, metrics_port)
         if await _load_unless_stopped(watcher.load_first(manifest), stop):
-            metrics.model_ready.set(1)
-            await health_servicer.set_serving(True)
-            LOG.info("health SERVING: %s version %s", manifest.name, manifest.version)
+            await _publish_readiness(registry, health_servicer, metrics)
             watching = asyncio.ensure_future(watcher.run(rescan or asyncio.Event(), settings.reload_interval_s))
             await stop.wait()
     finally:
         if watching is not None:
-            watching.cancel()
+            await _cancel(watching)  # before closing the registry: a load under way is abandoned
         await _shut_down(settings, server, health_servicer, registry, metrics)
         pool.shutdown(wait=False)
         if httpd is not None:
@@ -120,8 +124,26 @@ async def _load_unless_stopped(load, stop: asyncio.Event) -> bool:
     if loading in done:
         loading.result()  # raises what the load raised
         return True
-    loading.cancel()
+    await _cancel(loading)
     return False
+
+
+async def _cancel(task: asyncio.Future) -> None:
+    """Cancel `task` and wait until it has ended."""
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def _publish_readiness(registry: ModelRegistry, health_servicer: HealthServicer,
+                             metrics: ServingMetrics) -> None:
+    """Health SERVING and genet_model_ready 1 while the latest version is in service, else NOT_SERVING and 0."""
+    ready = registry.ready
+    metrics.model_ready.set(int(ready))
+    await health_servicer.set_serving(ready)
+    if ready:
+        LOG.info("health SERVING: %s version %s", registry.name, registry.latest)
+    else:
+        LOG.error("health NOT_SERVING: %s version %s is out of service", registry.name, registry.latest)
 
 
 async def _shut_down(settings: Settings, server: grpc.aio.Server, health_servicer: HealthServicer,
@@ -133,5 +155,5 @@ async def _shut_down(settings: Settings, server: grpc.aio.Server, health_service
     metrics.model_ready.set(0)
     # Closing a batcher stops its batch delay at once; RPCs still running after the grace
     # period are cancelled by gRPC, which releases their queued work.
-    await asyncio.gather(server.stop(settings.grace_period_s), registry.close())
+    await asyncio.gather(server.stop(settings.grace_period_s), registry.close(settings.grace_period_s))
     LOG.info("stopped")

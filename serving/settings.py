@@ -77,6 +77,10 @@ class Settings:
     grace_period_s: float = _doc(
         "On SIGTERM/SIGINT: seconds to finish queued and in-flight requests before they are cancelled.",
         30.0)
+    inference_timeout_s: float = _doc(
+        "Longest one inference call may run. A call still running then fails its requests with UNAVAILABLE "
+        "and takes its model version out of service (health NOT_SERVING): a runtime stuck in a native call "
+        "cannot be interrupted, so the process must be restarted. Far above any batch's normal time.", 60.0)
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING or ERROR.", "INFO")
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class Settings:
                 raise ValueError("{} must be in 0..65535, got {}".format(_flag(name), value))
         if min(self.max_queue_delay_ms, self.grace_period_s, self.reload_interval_s) < 0:
             raise ValueError("--max-queue-delay-ms, --grace-period-s and --reload-interval-s must not be negative")
+        if self.inference_timeout_s <= 0:
+            raise ValueError("--inference-timeout-s must be positive, got {}".format(self.inference_timeout_s))
         self._check_security()
         if self.max_images_per_request > self.max_queue_size:
             raise ValueError("--max-images-per-request ({}) must not exceed --max-queue-size ({}): such a "

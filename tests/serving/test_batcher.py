@@ -1,4 +1,4 @@
-"""The dynamic batcher on its own: merging, splitting, admission, drops, failures, draining.
+"""The dynamic batcher on its own: merging, splitting, admission, drops, failures, timeouts, draining.
 
 The "model" is a plain numpy function run on a real inference thread; each test drives the
 batcher through its public coroutines on a fresh event loop.
@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from serving.batcher import DynamicBatcher
-from serving.errors import DeadlineExpired, InternalError, QueueFull, Unavailable
+from serving.errors import DeadlineExpired, InferenceTimeout, InternalError, QueueFull, Unavailable
 from serving.metrics import ServingMetrics
 
 
 class RecordingModel:
-    """logits = (sum of the image, 2 * sum); records batch sizes; can be held on a gate."""
+    """logits = (sum of the image, 2 * sum); records batch sizes; can be held on a gate; raises on any
+    batch holding an image of value `fail_on_value`."""
 
     def __init__(self, fail_on_value=None):
         self.batch_sizes = []
@@ -98,17 +99,26 @@ def test_a_request_larger_than_the_batch_is_split_and_reassembled_in_order():
     np.testing.assert_array_equal(logits[:, 0], 4 * np.arange(10))
 
 
-def test_a_lone_request_waits_at_most_the_queue_delay():
+def test_a_batch_runs_once_its_oldest_image_has_waited_the_queue_delay():
+    """A request arrives every quarter delay: the first batch takes the first request and those that
+    came within its delay; it neither runs at once nor waits for later arrivals or a full batch."""
     model = RecordingModel()
+    delay = 0.2
 
     async def scenario(batcher, metrics):
-        started = time.monotonic()
-        await classify(batcher, images(1))
-        return time.monotonic() - started
+        first = asyncio.ensure_future(classify(batcher, images(1)))
+        later = []
+        while len(later) < 40:  # 40 arrivals span 10 delays
+            await asyncio.wait([first], timeout=delay / 4)
+            if first.done():
+                break
+            later.append(asyncio.ensure_future(classify(batcher, images(2))))
+        assert first.done(), "the first request still waits after 40 later arrivals"
+        await asyncio.gather(first, *later)
+        return len(later)
 
-    elapsed = run(scenario, model, max_delay_s=0.2)
-    assert model.batch_sizes == [1]
-    assert elapsed >= 0.2
+    arrivals = run(scenario, model, max_batch_size=64, max_queue_images=64, max_delay_s=delay)
+    assert model.seen[0] == 1.0 and 1 < model.batch_sizes[0] <= 1 + arrivals
 
 
 def test_admission_beyond_the_queue_size_is_refused_at_once_and_freed_after_compute():
@@ -165,16 +175,25 @@ def test_cancelled_work_is_dropped_before_compute():
     assert 7.0 not in model.seen
 
 
-def test_a_failing_batch_fails_only_its_own_requests():
+def test_a_failing_batch_is_retried_in_halves_so_only_the_bad_request_fails():
+    """Four requests share one batch; one holds a poisoned image. Halves [A, B] and [C, D] are re-run,
+    then [A] and [B]: A, whose images fail together, is the only request to fail."""
     model = RecordingModel(fail_on_value=-1)
 
     async def scenario(batcher, metrics):
-        return await asyncio.gather(classify(batcher, images(-1)), classify(batcher, images(2)),
-                                    return_exceptions=True)
+        outcomes = await asyncio.gather(classify(batcher, images(5, -1)), classify(batcher, images(2)),
+                                        classify(batcher, images(3, 4)), classify(batcher, images(6)),
+                                        return_exceptions=True)
+        counts = [sample(metrics, name) for name in ("genet_batch_retries_total", "genet_inference_failures_total",
+                                                     "genet_queue_depth_images")]
+        return outcomes, counts
 
-    poisoned, healthy = run(scenario, model, max_batch_size=1)
+    (poisoned, *healthy), counts = run(scenario, model, max_batch_size=6)
+    assert model.batch_sizes == [6, 3, 2, 1, 3]  # all, [A, B], [A], [B], [C, D]
     assert isinstance(poisoned, InternalError) and "poisoned batch" in poisoned.message
-    np.testing.assert_array_equal(healthy, [[8, 16]])
+    for values, logits in zip([[2], [3, 4], [6]], healthy):
+        np.testing.assert_array_equal(logits, [[4 * v, 8 * v] for v in values])
+    assert counts == [4, 1, 0]  # 4 re-runs, 1 request failed, every admitted image released
 
 
 class RaggedModel(RecordingModel):
@@ -184,17 +203,55 @@ class RaggedModel(RecordingModel):
         return [np.zeros(1 + i) for i in range(len(arrays))]
 
 
-def test_when_the_batching_task_dies_every_waiter_fails_and_new_work_is_refused():
+def test_when_the_batching_task_dies_every_waiter_fails_and_the_version_goes_out_of_service():
+    failures = []
+
     async def scenario(batcher, metrics):
         outcomes = await asyncio.wait_for(asyncio.gather(
             classify(batcher, images(1, 2)), classify(batcher, images(3)), return_exceptions=True), 5)
-        with pytest.raises(Unavailable, match="batcher failed"):
+        with pytest.raises(Unavailable, match="out of service: the batcher failed"):
             batcher.reserve(1)
-        return outcomes
+        return outcomes, batcher.failed, sample(metrics, "genet_queue_depth_images")
 
-    outcomes = run(scenario, RaggedModel())
+    outcomes, failed, depth = run(scenario, RaggedModel(), on_failure=lambda: failures.append(1))
     assert len(outcomes) == 2
     assert all(isinstance(outcome, InternalError) for outcome in outcomes)
+    assert failed and failures == [1] and depth == 0
+
+
+def test_an_inference_call_that_does_not_return_fails_every_waiter_within_the_timeout():
+    model = RecordingModel()
+    model.gate.clear()  # held until the scenario ends: a call stuck in the runtime
+    failures = []
+
+    async def scenario(batcher, metrics):
+        outcomes = await asyncio.wait_for(asyncio.gather(
+            classify(batcher, images(1)), classify(batcher, images(2)), return_exceptions=True), 5)
+        with pytest.raises(Unavailable, match="out of service"):
+            batcher.reserve(1)
+        return outcomes, batcher.inference_running, sample(metrics, "genet_queue_depth_images")
+
+    outcomes, running, depth = run(scenario, model, max_batch_size=1, inference_timeout_s=0.2,
+                                   on_failure=lambda: failures.append(1))
+    assert all(isinstance(outcome, InferenceTimeout) and "--inference-timeout-s" in outcome.message
+               for outcome in outcomes)
+    assert running and failures == [1] and depth == 0
+
+
+def test_close_gives_up_on_a_stuck_inference_after_its_timeout():
+    model = RecordingModel()
+    model.gate.clear()
+    failures = []
+
+    async def scenario(batcher, metrics):
+        pending = [asyncio.ensure_future(classify(batcher, images(v))) for v in (1, 2)]
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        await asyncio.wait_for(batcher.close(0.1), 5)
+        return await asyncio.gather(*pending, return_exceptions=True), sample(metrics, "genet_queue_depth_images")
+
+    outcomes, depth = run(scenario, model, max_batch_size=1, on_failure=lambda: failures.append(1))
+    assert all(isinstance(outcome, Unavailable) and "stopped before" in outcome.message for outcome in outcomes)
+    assert depth == 0 and failures == []  # a shutdown, not a failure of the version
 
 
 def test_close_finishes_queued_work_and_then_refuses_new_work():

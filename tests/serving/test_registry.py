@@ -27,7 +27,7 @@ class LoadedVersion:
         self.ready = False
         self.closed = False
 
-    async def close(self):
+    async def close(self, timeout_s=None):
         """Mark closed."""
         self.ready = False
         self.closed = True
@@ -175,3 +175,29 @@ def test_the_runtime_gets_a_private_copy_of_the_checked_bytes(version_copy):
     with pytest.raises(ManifestError, match="sha256 mismatch"):
         with private_copy(model_file):
             pass
+
+
+def test_an_unload_cancelled_while_draining_is_finished_by_close(manifest):
+    async def scenario():
+        drained = asyncio.Event()
+
+        class DrainingVersion(LoadedVersion):
+            async def close(self, timeout_s=None):
+                """Close once its admitted requests are done (`drained`)."""
+                await drained.wait()
+                await super().close(timeout_s)
+
+        async def load(manifest):
+            return DrainingVersion(manifest)
+
+        registry = ModelRegistry("genet_res50", load)
+        first = await registry.load(dataclasses.replace(manifest, version="1"))
+        unloading = asyncio.ensure_future(registry.unload("1"))
+        await asyncio.sleep(0)
+        unloading.cancel()  # the repository watcher is cancelled at shutdown while the version drains
+        await asyncio.wait([unloading])
+        drained.set()
+        await registry.close()
+        return first.closed
+
+    assert asyncio.run(scenario())

@@ -44,7 +44,7 @@ _ACCEPTED_SIGNATURES = (
 _REFUSED_SIGNATURES = (
     (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x00\x00\x01\x00", "ICO"),
     (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\x01\xda", "SGI"), (b"8BPS", "PSD"), (b"qoif", "QOI"),
+    (b"\x01\xda", "SGI"),
 )
 _TGA_FOOTER = b"TRUEVISION-XFILE.\x00"
 _CV_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
@@ -77,7 +77,7 @@ def decode_rgb(data: bytes, max_pixels: int,
     return rgb
 
 
-def accepted_format(data: bytes) -> str:
+def _accepted_format(data: bytes) -> str:
     """The Pillow format that may open `data`, from its leading bytes; InvalidInput for any other file."""
     for signature, image_format in _ACCEPTED_SIGNATURES:
         if data.startswith(signature):
@@ -102,7 +102,7 @@ def _refused_format(data: bytes) -> Optional[str]:
 
 def _open_header(data: bytes, max_pixels: int) -> Image.Image:
     """Identify the size from the header only (Pillow opens lazily), trying only the accepted format's plugin."""
-    image_format = accepted_format(data)
+    image_format = _accepted_format(data)
     try:
         return Image.open(io.BytesIO(data), formats=[image_format])
     except Image.DecompressionBombError as error:  # Pillow's own limit, far above the default one

@@ -10,7 +10,11 @@ Measured against `mindspore.dataset.vision.Decode` (MindSpore 2.10, eagerly, on 
   differed by up to 241 levels. OpenCV refuses truncated PNG, BMP and TIFF data.
 - Decode refuses GIF, WebP, TGA, ICO, JPEG 2000, PCX and SGI, so the server refuses them too:
   training could not have read them.
-Pillow reads only the header first, so the pixel limit is enforced before any pixel is decoded.
+Untrusted bytes reach only the accepted decoders: the leading bytes pick the one accepted format
+(anything else is refused, naming the format where its signature tells), and Pillow is told to
+try only that format's plugin, never its other plugins (the WebP one hands the whole file to
+libwebp while opening it). Pillow reads only the header first, so the pixel limit is enforced
+before any pixel is decoded.
 `Decode` itself is never called: it can kill the process (SIGFPE) on malformed JPEG data.
 """
 from __future__ import annotations
@@ -20,12 +24,29 @@ from typing import Callable, Optional
 
 import cv2
 import numpy as np
+# The plugins of the accepted formats, registered here so that Image.open(formats=...) never needs
+# Image.init(), which imports every plugin Pillow has.
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401
 from PIL import Image, UnidentifiedImageError
 
 from serving.errors import InvalidInput
 
-JPEG_FORMATS = ("JPEG", "MPO")
-OPENCV_FORMATS = ("PNG", "BMP", "TIFF", "PPM")
+JPEG_FORMATS = ("JPEG", "MPO")  # decoded by Pillow; the other accepted formats by OpenCV
+ACCEPTED = "JPEG, PNG, BMP, TIFF and PNM"
+# Leading bytes of each accepted file type -> the one Pillow format allowed to open it.
+_ACCEPTED_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),  # also MPO, which Pillow's JPEG plugin recognises
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),  # TIFF, BigTIFF
+) + tuple((b"P" + kind, "PPM") for kind in (b"1", b"2", b"3", b"4", b"5", b"6"))  # PBM, PGM, PPM
+# Leading bytes of refused image types, only to name them in the error.
+_REFUSED_SIGNATURES = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x01\xda", "SGI"),
+)
+_TGA_FOOTER = b"TRUEVISION-XFILE.\x00"
 _CV_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
@@ -48,25 +69,46 @@ def decode_rgb(data: bytes, max_pixels: int,
         check_size(width, height)
     if image.format in JPEG_FORMATS:
         rgb = _decode_jpeg(image)
-    elif image.format in OPENCV_FORMATS:
-        rgb = _decode_opencv(data, image.format)
     else:
-        raise InvalidInput("{} images are not supported: training's decoder reads JPEG, PNG, BMP, TIFF "
-                           "and PNM".format(image.format))
+        rgb = _decode_opencv(data, image.format)
     if rgb.shape[:2] != (height, width):
         raise InvalidInput("decoded size {}x{} differs from the header's {}x{}".format(
             rgb.shape[1], rgb.shape[0], width, height))
     return rgb
 
 
+def _accepted_format(data: bytes) -> str:
+    """The Pillow format that may open `data`, from its leading bytes; InvalidInput for any other file."""
+    for signature, image_format in _ACCEPTED_SIGNATURES:
+        if data.startswith(signature):
+            return image_format
+    refused = _refused_format(data)
+    if refused:
+        raise InvalidInput("{} images are not supported: training's decoder reads {}".format(refused, ACCEPTED))
+    raise InvalidInput("not an image in an accepted format ({}; first bytes {!r})".format(ACCEPTED, data[:8]))
+
+
+def _refused_format(data: bytes) -> Optional[str]:
+    """The name of a refused image format recognisable from its signature, else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data.endswith(_TGA_FOOTER):  # TGA 2.0 footer (TGA has no leading signature)
+        return "TGA"
+    for signature, image_format in _REFUSED_SIGNATURES:
+        if data.startswith(signature):
+            return image_format
+    return None
+
+
 def _open_header(data: bytes, max_pixels: int) -> Image.Image:
-    """Identify the format and size from the header only (Pillow opens lazily)."""
+    """Identify the size from the header only (Pillow opens lazily), trying only the accepted format's plugin."""
+    image_format = _accepted_format(data)
     try:
-        return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=[image_format])
     except Image.DecompressionBombError as error:  # Pillow's own limit, far above the default one
         raise InvalidInput("over the pixel limit of {} (--max-image-pixels): {}".format(max_pixels, error)) from None
     except UnidentifiedImageError:
-        raise InvalidInput("not an image in a known format (first bytes {!r})".format(data[:8])) from None
+        raise InvalidInput("not a readable {} image (first bytes {!r})".format(image_format, data[:8])) from None
     except Exception as error:  # header parse errors
         raise InvalidInput("truncated or unreadable image header: {}".format(_first_line(error))) from None
 

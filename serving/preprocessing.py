@@ -1,9 +1,9 @@
 """Training's eval transform, reproduced from the manifest: bytes -> normalised float32 CHW tensor.
 
 MindSpore's eval pipeline is Decode -> Resize(resize_size, LINEAR) -> CenterCrop(crop_size) ->
-Normalize(mean, std) -> HWC2CHW. Measured equal (max difference 0) on this machine: Resize with an
-int size == cv2.resize(INTER_LINEAR) to (shorter side = resize_size, longer side =
-int(longer * resize_size / shorter)) on 660 random shapes, CenterCrop == slicing at
+Normalize(mean, std) -> HWC2CHW. Resize with an int size == cv2.resize(INTER_LINEAR) to the size
+`resized_size` computes (MindSpore's float32 rule, compared with MindSpore's own Resize on every
+shape up to 600 x 600 by tests/serving/test_resize_rule.py); CenterCrop == slicing at
 floor((side - crop) / 2). A 1x1 image is valid: it is scaled up like any small image.
 """
 from __future__ import annotations
@@ -19,10 +19,21 @@ from serving.manifest import Preprocessing
 
 
 def resized_size(height: int, width: int, resize_size: int) -> Tuple[int, int]:
-    """(height, width) after MindSpore's Resize(resize_size): shorter side to resize_size."""
-    if height <= width:
-        return resize_size, int(width * resize_size / height)
-    return int(height * resize_size / width), resize_size
+    """(height, width) after MindSpore's Resize(resize_size): the shorter side becomes resize_size.
+
+    The longer side is floor(float32(longer) / shorter * resize_size), each operation rounded to
+    float32 as in MindSpore's C++ ResizeOp. It is one pixel short of the exact
+    longer * resize_size / shorter whenever that is an integer float32 lands just below
+    (23 x 28 at 46: 46 x 55, not 46 x 56).
+    """
+    if height < width:
+        return resize_size, _longer_side(width, height, resize_size)
+    return _longer_side(height, width, resize_size), resize_size
+
+
+def _longer_side(longer: int, shorter: int, resize_size: int) -> int:
+    """MindSpore's float32 computation of the resized longer side."""
+    return int(np.floor(np.float32(longer) / np.float32(shorter) * np.float32(resize_size)))
 
 
 class Preprocessor:

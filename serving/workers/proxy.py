@@ -21,7 +21,7 @@ import numpy as np
 
 from serving.backends import Backend, BackendError
 from serving.manifest import ModelFile
-from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, ProtocolError, deadline_after
+from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, ProtocolError, deadline_after, enlarge_pipe
 
 LOG = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,10 +94,9 @@ class WorkerBackend(Backend):
 
     def warm_up(self, sample: np.ndarray, max_batch_size: int) -> None:
         """Backend.warm_up in the worker; remembered, so that restart() warms the new worker up too."""
-        reply, _ = self._call({"op": "warm_up", "max_batch_size": max_batch_size},
-                              np.ascontiguousarray(sample, dtype=np.float32), self.setup_timeout_s)
-        self.run_sizes = tuple(reply["run_sizes"])
-        self._warm_up_args = (sample, max_batch_size)
+        with self._lock:
+            self._warm_up_args = (np.ascontiguousarray(sample, dtype=np.float32), max_batch_size)
+            self._warm_up()
 
     def close(self) -> None:
         """Wait for the call in flight, then have the worker release its runtime and exit."""
@@ -117,21 +116,33 @@ class WorkerBackend(Backend):
         with self._lock:
             self._discard()
             self._start()
-        if self._warm_up_args is not None:
-            self.warm_up(*self._warm_up_args)
+            if self._warm_up_args is not None:
+                self._warm_up()
+
+    def _warm_up(self) -> None:
+        sample, max_batch_size = self._warm_up_args
+        reply, _ = self._exchange({"op": "warm_up", "max_batch_size": max_batch_size}, sample, self.setup_timeout_s)
+        self.run_sizes = tuple(reply["run_sizes"])
 
     def _start(self) -> None:
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         command = [self.python, "-m", "serving.workers.worker", "--parent-pid", str(os.getpid()),
-                   "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+                   "--log-level", str(logging.getLogger().getEffectiveLevel())]
         path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         try:
             self._process = subprocess.Popen(command, stdin=request_read, stdout=reply_write, stderr=self.stderr,
                                              env=dict(os.environ, PYTHONPATH=path))
+        except OSError as error:
+            os.close(request_write)
+            os.close(reply_read)
+            raise BackendError("cannot start the {} worker with {}: {} (set {} for mslite)".format(
+                self.backend, self.python, error, LITE_PYTHON_ENV)) from None
         finally:
             os.close(request_read)
             os.close(reply_write)
+        enlarge_pipe(request_write)
+        enlarge_pipe(reply_read)
         self._channel = Channel(reply_read, request_write)
         try:
             hello, _ = self._receive("start", self.setup_timeout_s)
@@ -161,10 +172,7 @@ class WorkerBackend(Backend):
             self._raise_died(header["op"])
         reply, output = self._receive(header["op"], timeout_s)
         if not reply.get("ok"):
-            error_class = REMOTE_ERRORS.get(reply.get("error"))
-            if error_class is None:
-                raise WorkerError("{} in the {} worker: {}".format(reply.get("error"), self.backend, reply.get("message")))
-            raise error_class(reply.get("message"))
+            raise remote_error(reply, self.backend)
         return reply, output
 
     def _receive(self, op: str, timeout_s: Optional[float]):
@@ -203,6 +211,14 @@ class WorkerBackend(Backend):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def remote_error(reply: Header, backend: str) -> Exception:
+    """The exception a worker's error reply stands for: its own class where the front knows it."""
+    error_class = REMOTE_ERRORS.get(reply.get("error"))
+    if error_class is None:
+        return WorkerError("{} in the {} worker: {}".format(reply.get("error"), backend, reply.get("message")))
+    return error_class(reply.get("message"))
 
 
 def describe_exit(returncode: Optional[int]) -> str:

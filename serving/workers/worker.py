@@ -139,7 +139,7 @@ def main(argv: Optional[list] = None) -> None:
     """Parse the command line, tie this process to its front and serve until told to stop."""
     parser = argparse.ArgumentParser(prog="python -m serving.workers.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--parent-pid", type=int, required=True, help="pid of the front that started this worker")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-level", type=int, default=logging.INFO, help="the front's logging level (a number)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level,
                         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")

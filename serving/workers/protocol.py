@@ -17,8 +17,8 @@ A message without a tensor has no "dtype" in its header and an empty payload. Th
     {"op": "close"}                                         -> {"ok": true}, then the worker exits 0
 
 A failed request gets {"ok": false, "error": exception class name, "message"} and the worker keeps
-serving. Tensors travel inline: shared memory saved under a millisecond per batch at 224 px, within
-the scheduling noise of a round trip (docs/workers.md).
+serving. Tensors travel inline: a shared-memory region would save 0.1 ms per batch at the demo size
+and 2-4 ms of a ~480 ms batch of 8 at 224 px (measured by bench_transfer, docs/workers.md).
 """
 import fcntl
 import json

@@ -6,14 +6,8 @@ import json
 import pytest
 
 from modelrepo.errors import ManifestError
-from modelrepo.manifest import Preprocessing, read_manifest, read_version, write_manifest
-
-
-def rewrite_manifest(directory, **changes):
-    """Change top-level manifest entries the way export writes them (checksums recomputed)."""
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest.update(changes)
-    write_manifest(str(directory), manifest)
+from modelrepo.manifest import Preprocessing, read_manifest, read_version
+from tests.modelrepo.versions import rewrite_manifest
 
 
 def test_what_is_written_is_read_back(version_copy):

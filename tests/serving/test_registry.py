@@ -2,7 +2,6 @@
 served file and the checks serving adds to the manifest contract (tests/modelrepo holds the contract's)."""
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 import stat
@@ -10,12 +9,13 @@ import stat
 import pytest
 
 from modelrepo.errors import ManifestError, RepositoryError
-from modelrepo.manifest import read_manifest, write_manifest
+from modelrepo.manifest import read_manifest
 from serving.errors import NotFound, Unavailable
 from serving.manifest import served_file
 from serving.registry import ModelRegistry
 from serving.repository import resolve_model_name
 from serving.verify import private_copy, verified_manifest
+from tests.modelrepo.versions import rewrite_manifest
 
 
 class LoadedVersion:
@@ -98,13 +98,6 @@ def version_copy(version_dir, tmp_path):
     for path in copy.iterdir():
         path.chmod(0o644)  # export publishes read-only files
     return copy
-
-
-def rewrite_manifest(directory, **changes):
-    """Change top-level manifest entries the way export writes them (checksums recomputed)."""
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest.update(changes)
-    write_manifest(str(directory), manifest)
 
 
 def test_a_version_not_written_as_its_directory_name_is_refused(version_copy):

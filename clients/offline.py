@@ -19,8 +19,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from clients.latency import latency_summary
+from modelrepo.manifest import read_manifest
 from serving.backends import Backend, create_backend
-from serving.manifest import read_manifest
+from serving.manifest import served_file
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
 
@@ -61,7 +62,7 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
         seconds: float, threads: int, device: str, device_id: int) -> dict:
     """Loads the model like the server does and measures every batch size."""
     manifest = read_manifest(model_dir)
-    model_file = manifest.model_file(backend_name)
+    model_file = served_file(manifest, backend_name)
     backend = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
     preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
     images = []

@@ -10,8 +10,8 @@ import onnxruntime
 from export import ascend
 from export.errors import ExportError
 from export.lite import convert_to_lite, lite_unavailable_reason
-from export.manifest import FILE_SPECS, file_entry
 from export.writers import INPUT_NAME, write_air, write_mindir, write_onnx
+from modelrepo.manifest import FILE_SPECS, file_entry
 
 log = logging.getLogger(__name__)
 

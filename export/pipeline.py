@@ -9,6 +9,8 @@ from export.errors import ExportError
 from export.network import load_network, random_network, read_checkpoint
 from export.samples import verification_batches
 from export.verify import TOLERANCE, verify_files
+from modelrepo.checksums import sha256_of
+from modelrepo.manifest import write_labels, write_manifest
 from training.config import load_config
 from training.presets import EvalPreset
 
@@ -63,12 +65,12 @@ def run_export(request):
         batches, inputs = verification_batches(model_cfg.image_size, VERIFY_BATCH_SIZES,
                                                request.verify_images)
         results = verify_files(network, produced.verifiable(staging), batches, request.tolerance)
-        (staging / manifest.LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+        write_labels(staging, labels)
         verification = {"inputs": inputs, "batch_sizes": list(VERIFY_BATCH_SIZES),
                         "tolerance": request.tolerance, "results": results}
 
         def prepare(version):
-            manifest.write_manifest(staging, manifest.build_manifest(
+            write_manifest(staging, manifest.build_manifest(
                 name=request.name, version=version, model_cfg=model_cfg,
                 preprocessing=preprocessing, files=produced.entries(staging),
                 skipped=skipped, source=source, runtime_versions=produced.versions,
@@ -108,5 +110,5 @@ def _network(request, model_cfg, params):
         source = {"path": None, "sha256": "random-init", "seed": request.seed}
         return random_network(model_cfg, request.seed), source
     network = load_network(model_cfg, params, request.ckpt)
-    source = {"path": os.fspath(request.ckpt), "sha256": manifest.sha256_of(request.ckpt)}
+    source = {"path": os.fspath(request.ckpt), "sha256": sha256_of(request.ckpt)}
     return network, source

@@ -14,11 +14,13 @@ import signal
 import typing
 from typing import List, Optional
 
+from modelrepo.errors import ManifestError, RepositoryError
+from modelrepo.layout import latest_version_dir
+from modelrepo.manifest import Manifest
 from serving.auth import TokenFileError, read_tokens
 from serving.backends import BackendError, check_device
-from serving.manifest import Manifest, ManifestError
 from serving.model import running_inference_threads
-from serving.repository import RepositoryError, latest_version_dir, resolve_model_name
+from serving.repository import resolve_model_name
 from serving.server import Security, serve
 from serving.settings import Settings, settings_fields
 from serving.tls import TlsFileError, is_loopback, server_credentials

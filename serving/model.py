@@ -10,10 +10,11 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from modelrepo.manifest import Manifest, ModelFile
 from serving.backends import Backend, create_backend
 from serving.batcher import DynamicBatcher
 from serving.faults import with_faults
-from serving.manifest import Manifest, ModelFile
+from serving.manifest import served_file
 from serving.metrics import ServingMetrics
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
@@ -85,7 +86,7 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
 
     `on_failure` is called if the version goes out of service (its batcher failed).
     """
-    model_file = manifest.model_file(settings.backend)
+    model_file = served_file(manifest, settings.backend)
     predict = with_faults(lambda arrays: backend.predict(np.stack(arrays)))
     # Runtimes may tie state to the creating thread: build, warm and run on the same one.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INFERENCE_THREAD_PREFIX + manifest.version)

@@ -13,9 +13,9 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from modelrepo.manifest import Preprocessing
 from serving.decoding import decode_rgb
 from serving.errors import InvalidInput
-from serving.manifest import Preprocessing
 
 
 def resized_size(height: int, width: int, resize_size: int) -> Tuple[int, int]:

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Dict, List, Optional, Set
 
+from modelrepo.manifest import Manifest
 from serving.errors import NotFound, Unavailable
-from serving.manifest import Manifest
 from serving.model import ServedModel
 
 LOG = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from modelrepo.layout import versions
+from modelrepo.manifest import MANIFEST_FILE, Manifest
 from serving.errors import reraise_cancellation
-from serving.manifest import Manifest
 from serving.registry import ModelRegistry
-from serving.repository import versions
 from serving.verify import verified_manifest
 
 LOG = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class RepositoryWatcher:
 def _identity(directory: str) -> Tuple[int, int]:
     """Which manifest.json a version directory holds: a re-exported version gets another chance."""
     try:
-        stat = os.stat(os.path.join(directory, "manifest.json"))
+        stat = os.stat(os.path.join(directory, MANIFEST_FILE))
     except OSError:
         return (0, 0)
     return (stat.st_ino, stat.st_mtime_ns)

@@ -20,10 +20,10 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from genet.v1 import classifier_pb2_grpc
+from modelrepo.manifest import Manifest
 from serving.auth import TokenAuthInterceptor
 from serving.dataplane import DataPlane
 from serving.health import HEALTH_SERVICE, HealthServicer
-from serving.manifest import Manifest
 from serving.metrics import ServingMetrics, start_metrics_server
 from serving.model import load_model
 from serving.registry import ModelRegistry

@@ -1,7 +1,7 @@
 """Checks a version directory before it is served, and hands the runtime the exact bytes it checked.
 
 `verified_manifest` (start-up and every version hot reload picks up) checks the manifest chain
-(serving.manifest: manifest.sha256, labels sha256, paths inside the directory), that the
+(modelrepo.manifest: manifest.sha256, labels sha256, paths inside the directory), that the
 manifest's version is the directory's name, and the served file's sha256, so a broken version is
 refused before anything is built. `private_copy` is what the runtime loads: the served file
 copied into a new private directory while being hashed, checked again, so a file changed in the
@@ -12,26 +12,22 @@ takes a '.mindir' path), hence a copy rather than a buffer.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterator, Optional
 
-from serving.manifest import Manifest, ManifestError, ModelFile, read_manifest
-
-CHUNK_BYTES = 1 << 20
+from modelrepo.checksums import sha256_of
+from modelrepo.errors import ManifestError
+from modelrepo.manifest import Manifest, ModelFile, read_version
+from serving.manifest import served_file
 
 
 def verified_manifest(directory: str, backend: str) -> Manifest:
     """The manifest of `directory` after checking its version number and `backend`'s file checksum."""
-    manifest = read_manifest(directory)
-    name = os.path.basename(os.path.normpath(directory))
-    if manifest.version != name:
-        raise ManifestError("{}: the directory is version {} but its manifest says version {!r}".format(
-            directory, name, manifest.version))
-    model_file = manifest.model_file(backend)
+    manifest = read_version(directory)
+    model_file = served_file(manifest, backend)
     if not model_file.sha256:
         raise ManifestError("{}: the manifest has no sha256 for {}".format(directory, model_file.path))
     _check_sha256(model_file, _sha256_copy(model_file.path, None))
@@ -56,17 +52,11 @@ def private_copy(model_file: ModelFile) -> Iterator[ModelFile]:
 
 
 def _sha256_copy(path: str, target: Optional[IO[bytes]]) -> str:
-    """Hex sha256 of a file read in chunks, each also written to `target` unless it is None."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, its bytes also written to `target` unless it is None."""
     try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-                digest.update(chunk)
-                if target is not None:
-                    target.write(chunk)
+        return sha256_of(path, copy_to=target)
     except OSError as error:
         raise ManifestError("cannot read {}: {}".format(path, error)) from None
-    return digest.hexdigest()
 
 
 def _check_sha256(model_file: ModelFile, actual: str) -> None:

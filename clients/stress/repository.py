@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from export.manifest import MANIFEST_FILE, write_manifest
+from modelrepo.layout import create_staging, discard, latest_version_dir, model_names, publish
+from modelrepo.manifest import MANIFEST_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +30,10 @@ def export_tiny_model(repository: Path, timeout_s: float = 900.0) -> None:
 
 def only_model_name(repository: Path) -> str:
     """The name of the repository's only model."""
-    names = sorted(entry.name for entry in Path(repository).iterdir() if entry.is_dir())
+    names = model_names(repository)
     if len(names) != 1:
         raise ValueError("{} holds models {}: expected exactly one".format(repository, names))
     return names[0]
-
-
-def latest_version_dir(repository: Path, name: str) -> Path:
-    """The highest all-digit version directory of name that holds a manifest.json."""
-    versions = [entry for entry in (Path(repository) / name).iterdir()
-                if entry.name.isdigit() and (entry / "manifest.json").is_file()]
-    if not versions:
-        raise ValueError("model {} has no complete version in {}".format(name, repository))
-    return max(versions, key=lambda entry: int(entry.name))
 
 
 def prepare_served_repository(workdir: Path, source: Optional[Path]) -> Path:
@@ -57,18 +49,17 @@ def prepare_served_repository(workdir: Path, source: Optional[Path]) -> Path:
 
 
 def publish_next_version(repository: Path, name: str) -> str:
-    """Copies the latest version of name to the next number as export publishes (staging + rename).
+    """Publishes a copy of the latest version of name as the next one, the way export publishes.
 
-    Directory name and manifest "version" agree (manifest.sha256 rewritten); the model files and
-    their sha256 are unchanged.
-    Returns the new version.
+    Built in a staging directory and renamed into place (modelrepo.layout). Directory name and
+    manifest "version" agree (manifest.sha256 rewritten); the model files and their sha256 are
+    unchanged. Returns the new version.
     """
     source = latest_version_dir(repository, name)
-    version = str(int(source.name) + 1)
-    staging = Path(repository) / name / ".staging-stress-{}".format(version)
-    shutil.copytree(source, staging)
-    manifest = json.loads((staging / MANIFEST_FILE).read_text())
-    manifest["version"] = int(version)
-    write_manifest(staging, manifest)  # and its manifest.sha256
-    os.rename(staging, Path(repository) / name / version)
-    return version
+    manifest = json.loads((source / MANIFEST_FILE).read_text())
+    staging = create_staging(repository, name)
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        return publish(staging, lambda version: write_manifest(staging, dict(manifest, version=version))).name
+    finally:
+        discard(staging)

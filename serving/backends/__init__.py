@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from serving.manifest import ModelFile
+from modelrepo.manifest import ModelFile
 
 
 class BackendError(RuntimeError):

@@ -19,8 +19,8 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import nn  # noqa: E402
 
+from modelrepo.manifest import ModelFile  # noqa: E402
 from serving.backends import Backend, BackendError  # noqa: E402
-from serving.manifest import ModelFile  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 _TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}

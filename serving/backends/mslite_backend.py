@@ -19,8 +19,8 @@ from typing import Callable, Dict
 import mindspore_lite as mslite
 import numpy as np
 
+from modelrepo.manifest import ModelFile
 from serving.backends import Backend, BackendError
-from serving.manifest import ModelFile
 
 LOG = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import sha256_of
 from export.verify import TOLERANCE
+from modelrepo.checksums import sha256_of
 from training.presets import EvalPreset
 
 MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "labels_file", "labels_sha256",

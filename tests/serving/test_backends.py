@@ -21,12 +21,13 @@ SCRIPT = """
 import sys
 import numpy as np
 from serving.backends import create_backend
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
+from serving.manifest import served_file
 
 version_dir, backend_name, out, max_batch_size = sys.argv[1:5]
 sizes = [int(size) for size in sys.argv[5:]]
 manifest = read_manifest(version_dir)
-backend = create_backend(backend_name, manifest.model_file(backend_name), device="cpu", device_id=0, threads=2)
+backend = create_backend(backend_name, served_file(manifest, backend_name), device="cpu", device_id=0, threads=2)
 side = manifest.preprocessing.crop_size
 images = np.random.RandomState(0).normal(0, 1, (sum(sizes), 3, side, side)).astype(np.float32)
 alone = np.concatenate([backend.predict(images[i:i + 1]) for i in range(len(images))])

@@ -17,8 +17,8 @@ from mindspore.dataset.vision import Inter
 from PIL import Image
 
 from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
+from modelrepo.manifest import read_manifest
 from serving.decoding import decode_rgb
-from serving.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from training.presets import EvalPreset
 
@@ -26,7 +26,7 @@ ONE_LEVEL = 1 / 57.12  # one 8-bit step after normalisation by the smallest std:
 MAX_PIXELS = 40_000_000
 LITE_SCRIPT = """
 import sys, numpy as np
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from serving.decoding import decode_rgb
 manifest = read_manifest(sys.argv[1])

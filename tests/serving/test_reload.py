@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from clients.benchmark.servers import REPO_ROOT, ServerProcess
-from export.manifest import write_manifest
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
+from modelrepo.manifest import write_manifest
 
 MODEL_NAME = "genet_res50"
 SERVED_FILE = "model.ms"  # the Lite backend's file

@@ -19,7 +19,7 @@ from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 
 from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
-from serving.manifest import Preprocessing
+from modelrepo.manifest import Preprocessing
 from serving.preprocessing import Preprocessor, resized_size
 from training.config import load_config
 from training.presets import EvalPreset
@@ -27,7 +27,7 @@ from training.presets import EvalPreset
 SIDE = 600
 LITE_SCRIPT = """
 import sys, numpy as np
-from serving.manifest import Preprocessing
+from modelrepo.manifest import Preprocessing
 from serving.preprocessing import Preprocessor, resized_size
 inputs, out = np.load(sys.argv[1]), {}
 for size in inputs["sizes"]:

@@ -1,4 +1,8 @@
-"""One served model version: manifest, preprocessor, backend on its own inference thread, batcher."""
+"""One served model version: manifest, preprocessor, backend on its own inference thread, batcher.
+
+Callers use the version through ServedModel's methods (admit, preprocess, labels, description),
+never through its parts.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,12 +10,12 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from serving.backends import Backend, create_backend
-from serving.batcher import DynamicBatcher
+from serving.batcher import DynamicBatcher, Ticket
 from serving.faults import with_faults
 from serving.manifest import Manifest, ModelFile
 from serving.metrics import ServingMetrics
@@ -38,9 +42,44 @@ class ServedModel:
         self._released: Optional[asyncio.Future] = None
 
     @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.manifest.name
+
+    @property
     def version(self) -> str:
         """The version directory's name."""
         return self.manifest.version
+
+    @property
+    def labels(self) -> Sequence[str]:
+        """The class labels, by class id."""
+        return self.manifest.labels
+
+    def admit(self, images: int, deadline: Optional[float]) -> ContextManager[Ticket]:
+        """Queue capacity for a request's `images` from its arrival; see DynamicBatcher.admit."""
+        return self.batcher.admit(images, deadline)
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """One encoded image as the model's input array (thread-safe: runs in the preprocessing pool)."""
+        return self.preprocessor(data)
+
+    def description(self) -> Dict[str, Any]:
+        """The ModelInfo fields this version determines: manifest, served file, runtime."""
+        manifest = self.manifest
+        pre = manifest.preprocessing
+        return {
+            "name": manifest.name, "version": manifest.version,
+            "variant": str(manifest.model.get("variant", "custom")),
+            "extra": bool(manifest.model.get("extra", False)), "mlp": bool(manifest.model.get("mlp", False)),
+            "num_classes": manifest.num_classes, "labels": list(manifest.labels),
+            "input": _tensor_spec(manifest.input), "output": _tensor_spec(manifest.output),
+            "preprocessing": {"resize_size": pre.resize_size, "crop_size": pre.crop_size,
+                              "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                              "color_space": pre.color_space},
+            "model_format": self.model_file.format, "model_sha256": self.model_file.sha256,
+            "runtime_version": self.backend.runtime_version,
+        }
 
     @property
     def ready(self) -> bool:
@@ -72,6 +111,11 @@ class ServedModel:
             return
         await asyncio.get_running_loop().run_in_executor(self._executor, self.backend.close)
         self._executor.shutdown(wait=True)
+
+
+def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
+    return {"name": str(spec.get("name", "")), "dtype": str(spec.get("dtype", "float32")),
+            "shape": [int(d) for d in spec.get("shape", [])], "layout": str(spec.get("layout", ""))}
 
 
 def running_inference_threads() -> List[str]:

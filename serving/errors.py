@@ -1,7 +1,9 @@
-"""The serving errors: one base class carrying its gRPC status code, one subclass per code.
+"""The serving errors: one base class carrying its gRPC status code, one subclass per code; and
+StartupError, the base of everything that stops the server from starting.
 
-The data plane raises these without knowing about gRPC; `serving.servicers` maps them to the
-wire in one place (`ServingError.code` is the `grpc.StatusCode` name).
+The data plane raises ServingErrors without knowing about gRPC; `serving.servicers` maps them to the
+wire in one place (`ServingError.code` is the `grpc.StatusCode` name). `serving.cli` reports a
+StartupError as one `cannot serve: ...` line and exits with its `exit_status`.
 """
 from __future__ import annotations
 
@@ -56,6 +58,16 @@ class InternalError(ServingError):
     """The server failed to compute a result (inference or batching failure)."""
 
     code = "INTERNAL"
+
+
+class StartupError(Exception):
+    """What the server cannot start with, in one line for the operator, and the exit status it maps to.
+
+    Derived by ManifestError, RepositoryError, TlsFileError, TokenFileError (2: unusable input) and
+    BackendError (1: the runtime cannot load the model; DeviceMissing, found before loading, is 2).
+    """
+
+    exit_status = 2
 
 
 def reraise_cancellation(error: BaseException) -> None:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from serving.errors import StartupError
+
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 CHECKSUM_FILE = "manifest.sha256"
@@ -24,7 +26,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 BACKEND_FILE_KEYS = {"mslite": "mslite", "mindspore": "mindir"}
 
 
-class ManifestError(ValueError):
+class ManifestError(StartupError, ValueError):
     """A version directory whose manifest or labels cannot be served."""
 
 

@@ -5,11 +5,13 @@ import os
 import re
 from typing import List, Optional
 
+from serving.errors import StartupError
+
 # A version directory is named by its number in canonical decimal: "2", never "02" or "²".
 _VERSION_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\Z")
 
 
-class RepositoryError(ValueError):
+class RepositoryError(StartupError, ValueError):
     """The repository has nothing servable for the request, with the reason."""
 
 

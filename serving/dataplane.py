@@ -40,7 +40,7 @@ class Classification(NamedTuple):
 
 
 class DataPlane:
-    """Classification and model metadata over the registry, the preprocessing pool and the batchers."""
+    """Classification and model metadata over the registry (served models) and the preprocessing pool."""
 
     def __init__(self, registry: ModelRegistry, settings: Settings, metrics: ServingMetrics,
                  preprocess_pool: Executor) -> None:

@@ -33,10 +33,10 @@ class ServedModel:
     def __init__(self, manifest: Manifest, model_file: ModelFile, backend: Backend, executor: ThreadPoolExecutor,
                  batcher: DynamicBatcher, preprocessor: Preprocessor) -> None:
         self.manifest = manifest
-        self.model_file = model_file
-        self.backend = backend
-        self.batcher = batcher
-        self.preprocessor = preprocessor
+        self._model_file = model_file
+        self._backend = backend
+        self._batcher = batcher
+        self._preprocessor = preprocessor
         self._accepting = False
         self._executor = executor
         self._released: Optional[asyncio.Future] = None
@@ -58,11 +58,11 @@ class ServedModel:
 
     def admit(self, images: int, deadline: Optional[float]) -> ContextManager[Ticket]:
         """Queue capacity for a request's `images` from its arrival; see DynamicBatcher.admit."""
-        return self.batcher.admit(images, deadline)
+        return self._batcher.admit(images, deadline)
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """One encoded image as the model's input array (thread-safe: runs in the preprocessing pool)."""
-        return self.preprocessor(data)
+        return self._preprocessor(data)
 
     def description(self) -> Dict[str, Any]:
         """The ModelInfo fields this version determines: manifest, served file, runtime."""
@@ -77,14 +77,14 @@ class ServedModel:
             "preprocessing": {"resize_size": pre.resize_size, "crop_size": pre.crop_size,
                               "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
                               "color_space": pre.color_space},
-            "model_format": self.model_file.format, "model_sha256": self.model_file.sha256,
-            "runtime_version": self.backend.runtime_version,
+            "model_format": self._model_file.format, "model_sha256": self._model_file.sha256,
+            "runtime_version": self._backend.runtime_version,
         }
 
     @property
     def ready(self) -> bool:
         """True while the version takes requests: registered, not closing, its batcher alive."""
-        return self._accepting and not self.batcher.failed
+        return self._accepting and not self._batcher.failed
 
     @ready.setter
     def ready(self, accepting: bool) -> None:
@@ -97,19 +97,19 @@ class ServedModel:
         release to finish.
         """
         self.ready = False
-        await self.batcher.close(timeout_s)
+        await self._batcher.close(timeout_s)
         if self._released is None:
             self._released = asyncio.ensure_future(self._release())
         await asyncio.shield(self._released)
 
     async def _release(self) -> None:
         """Close the runtime on its thread, unless that thread is stuck in an inference call."""
-        if self.batcher.inference_running:
+        if self._batcher.inference_running:
             LOG.error("model %s version %s: an inference call never returned; abandoning its thread and runtime",
                       self.manifest.name, self.version)
             self._executor.shutdown(wait=False)
             return
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.backend.close)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.close)
         self._executor.shutdown(wait=True)
 
 

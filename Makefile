@@ -10,10 +10,8 @@ VENV_LITE := .venv-lite
 PY := $(VENV)/bin/python
 PY_LITE := $(VENV_LITE)/bin/python
 
-# oneDNN picks reference kernels for 3x3/7x7 convs on AVX-512 CPUs (25-100x slower).
-export ONEDNN_MAX_CPU_ISA ?= AVX2
-# `import mindspore` would otherwise switch protobuf to its slow pure-Python backend.
-export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION ?= upb
+# ONEDNN_MAX_CPU_ISA and PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION: every Python entry point sets them
+# itself (runtime_env.py), so they are not exported here.
 export PYTHONPATH := $(CURDIR)
 # The Lite converter and Lite verification run in this interpreter (MindSpore and Lite cannot share a process).
 export GENET_LITE_PYTHON ?= $(CURDIR)/$(VENV_LITE)/bin/python

@@ -1,2 +1,4 @@
 """Checkpoint -> verified MINDIR, ONNX, MindSpore Lite (and Ascend AIR/OM) models in a versioned repository."""
-import training  # noqa: F401  (sets the MindSpore runtime environment before MindSpore loads)
+import runtime_env
+
+runtime_env.configure()  # before any module of this package imports mindspore or mindspore_lite

@@ -1,6 +1,4 @@
 """gRPC serving of exported GENet models: transport -> data plane -> preprocessing pool -> batcher -> backend."""
-import os
+import runtime_env
 
-# Must precede the first protobuf import: `import mindspore` (the mindspore backend) would
-# otherwise switch protobuf, and with it every gRPC message, to the slow pure-Python backend.
-os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb")
+runtime_env.configure()  # before any module of this package imports grpc, protobuf or a runtime

@@ -18,12 +18,14 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter
 
+from serving.errors import StartupError
+
 LOG = logging.getLogger(__name__)
 BEARER = "bearer "
 OPEN_SERVICES = (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
 
 
-class TokenFileError(ValueError):
+class TokenFileError(StartupError, ValueError):
     """The token file cannot be used (unreadable, empty, or a token with whitespace inside)."""
 
 

@@ -4,7 +4,8 @@ Each request gets a future. The batching task takes queued images until the batc
 the oldest waiting image has waited `max_delay_s` (measured with `time.monotonic()`), drops work
 whose caller cancelled or whose deadline passed, and runs the batch on the inference thread.
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
-overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything.
+overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything: `admit()` holds the
+capacity while the caller prepares its images and submits them through the ticket it yields.
 
 Failures: a batch whose inference raises is re-run in halves, split between requests, until the
 failing request is alone: only it fails (INTERNAL). An inference call that does not return within
@@ -19,7 +20,8 @@ import collections
 import logging
 import time
 from concurrent.futures import Executor, Future
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from contextlib import contextmanager
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -33,14 +35,25 @@ PredictFn = Callable[[List[np.ndarray]], np.ndarray]
 
 
 class Ticket:
-    """Queue capacity reserved for one request's images; released once they are computed or dropped."""
+    """Queue capacity held for one request's images, from its arrival until each is computed or dropped.
 
-    def __init__(self, batcher: "DynamicBatcher", images: int) -> None:
+    Made only by DynamicBatcher.admit(). Each image is released exactly once, by whoever holds it:
+    admit() on exit for images never submitted, the batcher for submitted images as each is
+    computed, failed or dropped (so the queue depth falls as a large request's batches complete).
+    """
+
+    def __init__(self, batcher: "DynamicBatcher", images: int, deadline: Optional[float]) -> None:
         self._batcher = batcher
-        self.images = images
+        self.images = images  # still held
+        self.deadline = deadline
+        self.submitted = False
+
+    async def submit(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Queue the request's preprocessed images; their model outputs, stacked in order."""
+        return await self._batcher._submit(self, arrays)
 
     def release(self, images: Optional[int] = None) -> None:
-        """Give back `images` (default: all remaining) slots."""
+        """Give back `images` (default: all still held) slots."""
         count = self.images if images is None else images
         self.images -= count
         self._batcher._release(count)
@@ -49,10 +62,10 @@ class Ticket:
 class _Work:
     """One request's images waiting in the queue, with the future its caller awaits."""
 
-    def __init__(self, ticket: Ticket, arrays: Sequence[np.ndarray], deadline: Optional[float]) -> None:
+    def __init__(self, ticket: Ticket, arrays: Sequence[np.ndarray]) -> None:
         self.ticket = ticket
         self.arrays = list(arrays)
-        self.deadline = deadline
+        self.deadline = ticket.deadline
         self.enqueued = time.monotonic()
         self.next_index = 0  # first image not yet taken into a batch
         self.outputs: List[Optional[np.ndarray]] = [None] * len(self.arrays)
@@ -102,8 +115,29 @@ class DynamicBatcher:
         """True while an inference call has not returned (after a timeout: stuck in the runtime)."""
         return self._inference is not None and not self._inference.done()
 
-    def reserve(self, images: int) -> Ticket:
-        """Admit `images` images or raise QueueFull (Unavailable when closing or failed)."""
+    @contextmanager
+    def admit(self, images: int, deadline: Optional[float] = None) -> Iterator[Ticket]:
+        """Hold queue capacity for `images` images while the body prepares them and submits them once.
+
+        Raises QueueFull at once if the queue cannot take them (Unavailable when closing or failed).
+        Images the body never submitted are released on exit, and counted as dropped if the caller
+        was cancelled or its deadline passed. A plain (not async) context manager: neither reserving
+        nor releasing waits, so no cancellation can fall between them.
+        """
+        ticket = self._reserve(images, deadline)
+        try:
+            yield ticket
+        except BaseException as error:  # asyncio.CancelledError is no Exception from Python 3.8 on
+            if not ticket.submitted and isinstance(error, (asyncio.CancelledError, DeadlineExpired)):
+                reason = _drop_reason(deadline, time.monotonic())
+                self._metrics.dropped_images.labels(reason=reason).inc(ticket.images)
+            raise
+        finally:
+            if not ticket.submitted:
+                ticket.release()
+
+    def _reserve(self, images: int, deadline: Optional[float]) -> Ticket:
+        """Count `images` as admitted or raise QueueFull (Unavailable when closing or failed)."""
         if self._failure is not None:
             raise self._out_of_service()
         if self._closing:
@@ -113,14 +147,16 @@ class DynamicBatcher:
                 self._admitted, self.max_queue_images, images))
         self._admitted += images
         self._metrics.queue_depth.set(self._admitted)
-        return Ticket(self, images)
+        return Ticket(self, images, deadline)
 
-    async def submit(self, ticket: Ticket, arrays: Sequence[np.ndarray], deadline: Optional[float]) -> np.ndarray:
-        """Queue one request's preprocessed images; return their model outputs, stacked in order."""
+    async def _submit(self, ticket: Ticket, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Hand the ticket's images to the batching task; from here on it releases them."""
+        if ticket.submitted:
+            raise RuntimeError("a ticket's images are submitted once")
         if self._failure is not None:
-            ticket.release()
             raise self._out_of_service()
-        work = _Work(ticket, arrays, deadline)
+        work = _Work(ticket, arrays)
+        ticket.submitted = True
         self._waiting.add(work)
         work.future.add_done_callback(lambda _: self._waiting.discard(work))
         self._queue.append(work)
@@ -197,12 +233,11 @@ class DynamicBatcher:
 
     def _drop_if_dead(self, work: _Work, now: float) -> bool:
         """Fail and release work nobody waits for any more; True if it was dropped."""
-        expired = work.deadline is not None and now >= work.deadline
         if work.future.cancelled():  # the caller went away; gRPC also cancels when the deadline passes
-            reason = "expired" if expired else "cancelled"
+            reason = _drop_reason(work.deadline, now)
         elif work.future.done():  # an earlier batch holding part of this request failed
             reason = None
-        elif expired:
+        elif work.deadline is not None and now >= work.deadline:
             reason = "expired"
             work.future.set_exception(DeadlineExpired("deadline exceeded after {:.1f} ms in the queue".format(
                 (now - work.enqueued) * 1000)))
@@ -299,6 +334,12 @@ class DynamicBatcher:
         self._queue.clear()
         if self._on_failure is not None and not task.cancelled():
             self._on_failure()
+
+
+def _drop_reason(deadline: Optional[float], now: float) -> str:
+    """Why a caller's images are dropped: gRPC cancels the handler both when the caller cancels and
+    when its deadline passes."""
+    return "expired" if deadline is not None and now >= deadline else "cancelled"
 
 
 def _by_request(batch: List[Slot]) -> List[List[Slot]]:

@@ -14,16 +14,16 @@ import signal
 import typing
 from typing import List, Optional
 
-from modelrepo.errors import ManifestError, RepositoryError
 from modelrepo.layout import latest_version_dir
 from modelrepo.manifest import Manifest
-from serving.auth import TokenFileError, read_tokens
-from serving.backends import BackendError, check_device
+from serving.auth import read_tokens
+from serving.backends import check_device
+from serving.errors import STARTUP_ERRORS, exit_status
 from serving.model import running_inference_threads
 from serving.repository import resolve_model_name
 from serving.server import Security, serve
 from serving.settings import Settings, settings_fields
-from serving.tls import TlsFileError, is_loopback, server_credentials
+from serving.tls import is_loopback, server_credentials
 from serving.verify import verified_manifest
 
 LOG = logging.getLogger("serving")
@@ -83,9 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         manifest = preflight(settings)
         security = read_security(settings)
-    except (RepositoryError, ManifestError, BackendError, TlsFileError, TokenFileError) as error:
-        LOG.error("cannot serve: %s", error)
-        return 2
+    except STARTUP_ERRORS as error:
+        return _cannot_serve(error)
     return _leave(_serve(settings, manifest, security))
 
 
@@ -93,13 +92,17 @@ def _serve(settings: Settings, manifest: Manifest, security: Security) -> int:
     """Serve until stopped; the exit status."""
     try:
         asyncio.run(_run(settings, manifest, security))
-    except BackendError as error:
-        LOG.error("cannot load the model: %s", error)
-        return 1
+    except STARTUP_ERRORS as error:  # the first version failed to load: the file changed, or the runtime refused it
+        return _cannot_serve(error)
     except Exception:
         LOG.exception("the server failed")
         return 1
     return 0
+
+
+def _cannot_serve(error: Exception) -> int:
+    LOG.error("cannot serve: %s", error)
+    return exit_status(error)
 
 
 def _leave(status: int) -> int:

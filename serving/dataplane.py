@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Classification(NamedTuple):
 
 
 class DataPlane:
-    """Classification and model metadata over the registry, the preprocessing pool and the batchers."""
+    """Classification and model metadata over the registry (served models) and the preprocessing pool."""
 
     def __init__(self, registry: ModelRegistry, settings: Settings, metrics: ServingMetrics,
                  preprocess_pool: Executor) -> None:
@@ -54,21 +54,12 @@ class DataPlane:
         """Top-k predictions for every image; `deadline` is a time.monotonic() value or None."""
         self._check_request(images)
         model = self.registry.get(version)
-        ticket = model.batcher.reserve(len(images))
-        try:
+        with model.admit(len(images), deadline) as ticket:
             arrays = await self._preprocess(model, images)
             if deadline is not None and time.monotonic() >= deadline:
-                self._metrics.dropped_images.labels(reason="expired").inc(len(images))
                 raise DeadlineExpired("deadline exceeded during preprocessing")
-        except asyncio.CancelledError:
-            self._metrics.dropped_images.labels(reason=_drop_reason(deadline)).inc(len(images))
-            ticket.release()
-            raise
-        except BaseException:
-            ticket.release()
-            raise
-        logits = await model.batcher.submit(ticket, arrays, deadline)
-        return Classification(model.manifest.name, model.version, rank(logits, top_k, model.manifest.labels))
+            logits = await ticket.submit(arrays)
+        return Classification(model.name, model.version, rank(logits, top_k, model.labels))
 
     def model_info(self, version: str) -> Dict[str, Any]:
         """What is served, as a dict shaped like the ModelInfo message."""
@@ -89,7 +80,7 @@ class DataPlane:
         """
         loop = asyncio.get_running_loop()
         size = -(-len(images) // self.settings.workers)  # ceiling division
-        jobs = [loop.run_in_executor(self._pool, self._preprocess_chunk, model.preprocessor, images[i:i + size])
+        jobs = [loop.run_in_executor(self._pool, self._preprocess_chunk, model.preprocess, images[i:i + size])
                 for i in range(0, len(images), size)]
         outcomes = [outcome for chunk in await asyncio.gather(*jobs) for outcome in chunk]
         for index, outcome in enumerate(outcomes):
@@ -100,23 +91,19 @@ class DataPlane:
                 raise InternalError("image {}: preprocessing failed: {}".format(index, type(outcome).__name__))
         return outcomes
 
-    def _preprocess_chunk(self, preprocessor, images: Sequence[bytes]) -> List[Union[np.ndarray, Exception]]:
+    def _preprocess_chunk(self, preprocess: Callable[[bytes], np.ndarray],
+                          images: Sequence[bytes]) -> List[Union[np.ndarray, Exception]]:
         """Preprocess `images` in order; an image that fails gives its exception in place of an array."""
         outcomes: List[Union[np.ndarray, Exception]] = []
         for data in images:
             started = time.monotonic()
             try:
-                outcomes.append(preprocessor(data))
+                outcomes.append(preprocess(data))
             except Exception as error:  # reported per image by _preprocess
                 outcomes.append(error)
             finally:
                 self._metrics.preprocess_time.observe(time.monotonic() - started)
         return outcomes
-
-
-def _drop_reason(deadline: Optional[float]) -> str:
-    """gRPC cancels the handler both when the caller cancels and when its deadline passes."""
-    return "expired" if deadline is not None and time.monotonic() >= deadline else "cancelled"
 
 
 def rank(logits: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Prediction]]:
@@ -131,28 +118,12 @@ def rank(logits: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Pre
 
 def describe(model: ServedModel, settings: Settings, versions: Sequence[str]) -> Dict[str, Any]:
     """The ModelInfo fields for `model` under `settings`."""
-    manifest = model.manifest
-    pre = manifest.preprocessing
-    return {
-        "name": manifest.name, "version": manifest.version,
-        "variant": str(manifest.model.get("variant", "custom")),
-        "extra": bool(manifest.model.get("extra", False)), "mlp": bool(manifest.model.get("mlp", False)),
-        "num_classes": manifest.num_classes, "labels": list(manifest.labels),
-        "input": _tensor_spec(manifest.input), "output": _tensor_spec(manifest.output),
-        "preprocessing": {"resize_size": pre.resize_size, "crop_size": pre.crop_size,
-                          "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
-                          "color_space": pre.color_space},
-        "backend": settings.backend, "device": settings.device, "device_id": settings.device_id,
-        "model_format": model.model_file.format, "model_sha256": model.model_file.sha256,
-        "batching": {"max_batch_size": settings.max_batch_size, "max_queue_delay_ms": settings.max_queue_delay_ms,
-                     "max_queue_size": settings.max_queue_size},
-        "limits": {"max_message_bytes": settings.max_message_bytes,
-                   "max_images_per_request": settings.max_images_per_request,
-                   "max_image_pixels": settings.max_image_pixels},
-        "available_versions": list(versions), "runtime_version": model.backend.runtime_version,
-    }
-
-
-def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
-    return {"name": str(spec.get("name", "")), "dtype": str(spec.get("dtype", "float32")),
-            "shape": [int(d) for d in spec.get("shape", [])], "layout": str(spec.get("layout", ""))}
+    return dict(
+        model.description(),
+        backend=settings.backend, device=settings.device, device_id=settings.device_id,
+        batching={"max_batch_size": settings.max_batch_size, "max_queue_delay_ms": settings.max_queue_delay_ms,
+                  "max_queue_size": settings.max_queue_size},
+        limits={"max_message_bytes": settings.max_message_bytes,
+                "max_images_per_request": settings.max_images_per_request,
+                "max_image_pixels": settings.max_image_pixels},
+        available_versions=list(versions))

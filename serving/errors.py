@@ -1,11 +1,15 @@
-"""The serving errors: one base class carrying its gRPC status code, one subclass per code.
+"""The serving errors: one base class carrying its gRPC status code, one subclass per code; and
+StartupError, the base of everything that stops the server from starting.
 
-The data plane raises these without knowing about gRPC; `serving.servicers` maps them to the
-wire in one place (`ServingError.code` is the `grpc.StatusCode` name).
+The data plane raises ServingErrors without knowing about gRPC; `serving.servicers` maps them to the
+wire in one place (`ServingError.code` is the `grpc.StatusCode` name). `serving.cli` reports a
+StartupError as one `cannot serve: ...` line and exits with its `exit_status`.
 """
 from __future__ import annotations
 
 import asyncio
+
+from modelrepo.errors import ModelRepositoryError
 
 
 class ServingError(Exception):
@@ -56,6 +60,26 @@ class InternalError(ServingError):
     """The server failed to compute a result (inference or batching failure)."""
 
     code = "INTERNAL"
+
+
+class StartupError(Exception):
+    """What the server cannot start with, in one line for the operator, and the exit status it maps to.
+
+    Derived by TlsFileError, TokenFileError (2: unusable input) and BackendError (1: the runtime cannot
+    load the model; DeviceMissing, found before loading, is 2).
+    """
+
+    exit_status = 2
+
+
+# The model repository contract (modelrepo: ManifestError, RepositoryError) cannot depend on serving,
+# so its error base stands beside StartupError here; an unusable repository or version exits with 2.
+STARTUP_ERRORS = (StartupError, ModelRepositoryError)
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status a start-up error maps to (2 for the repository contract's errors)."""
+    return getattr(error, "exit_status", StartupError.exit_status)
 
 
 def reraise_cancellation(error: BaseException) -> None:

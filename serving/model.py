@@ -1,4 +1,8 @@
-"""One served model version: manifest, preprocessor, backend on its own inference thread, batcher."""
+"""One served model version: manifest, preprocessor, backend on its own inference thread, batcher.
+
+Callers use the version through ServedModel's methods (admit, preprocess, labels, description),
+never through its parts.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,13 +10,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from modelrepo.manifest import Manifest, ModelFile
 from serving.backends import Backend, create_backend
-from serving.batcher import DynamicBatcher
+from serving.batcher import DynamicBatcher, Ticket
 from serving.faults import with_faults
 from serving.manifest import served_file
 from serving.metrics import ServingMetrics
@@ -30,13 +34,18 @@ class ServedModel:
     def __init__(self, manifest: Manifest, model_file: ModelFile, backend: Backend, executor: ThreadPoolExecutor,
                  batcher: DynamicBatcher, preprocessor: Preprocessor) -> None:
         self.manifest = manifest
-        self.model_file = model_file
-        self.backend = backend
-        self.batcher = batcher
-        self.preprocessor = preprocessor
+        self._model_file = model_file
+        self._backend = backend
+        self._batcher = batcher
+        self._preprocessor = preprocessor
         self._accepting = False
         self._executor = executor
         self._released: Optional[asyncio.Future] = None
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.manifest.name
 
     @property
     def version(self) -> str:
@@ -44,9 +53,39 @@ class ServedModel:
         return self.manifest.version
 
     @property
+    def labels(self) -> Sequence[str]:
+        """The class labels, by class id."""
+        return self.manifest.labels
+
+    def admit(self, images: int, deadline: Optional[float]) -> ContextManager[Ticket]:
+        """Queue capacity for a request's `images` from its arrival; see DynamicBatcher.admit."""
+        return self._batcher.admit(images, deadline)
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """One encoded image as the model's input array (thread-safe: runs in the preprocessing pool)."""
+        return self._preprocessor(data)
+
+    def description(self) -> Dict[str, Any]:
+        """The ModelInfo fields this version determines: manifest, served file, runtime."""
+        manifest = self.manifest
+        pre = manifest.preprocessing
+        return {
+            "name": manifest.name, "version": manifest.version,
+            "variant": str(manifest.model.get("variant", "custom")),
+            "extra": bool(manifest.model.get("extra", False)), "mlp": bool(manifest.model.get("mlp", False)),
+            "num_classes": manifest.num_classes, "labels": list(manifest.labels),
+            "input": _tensor_spec(manifest.input), "output": _tensor_spec(manifest.output),
+            "preprocessing": {"resize_size": pre.resize_size, "crop_size": pre.crop_size,
+                              "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                              "color_space": pre.color_space},
+            "model_format": self._model_file.format, "model_sha256": self._model_file.sha256,
+            "runtime_version": self._backend.runtime_version,
+        }
+
+    @property
     def ready(self) -> bool:
         """True while the version takes requests: registered, not closing, its batcher alive."""
-        return self._accepting and not self.batcher.failed
+        return self._accepting and not self._batcher.failed
 
     @ready.setter
     def ready(self, accepting: bool) -> None:
@@ -59,20 +98,25 @@ class ServedModel:
         release to finish.
         """
         self.ready = False
-        await self.batcher.close(timeout_s)
+        await self._batcher.close(timeout_s)
         if self._released is None:
             self._released = asyncio.ensure_future(self._release())
         await asyncio.shield(self._released)
 
     async def _release(self) -> None:
         """Close the runtime on its thread, unless that thread is stuck in an inference call."""
-        if self.batcher.inference_running:
+        if self._batcher.inference_running:
             LOG.error("model %s version %s: an inference call never returned; abandoning its thread and runtime",
                       self.manifest.name, self.version)
             self._executor.shutdown(wait=False)
             return
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.backend.close)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.close)
         self._executor.shutdown(wait=True)
+
+
+def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
+    return {"name": str(spec.get("name", "")), "dtype": str(spec.get("dtype", "float32")),
+            "shape": [int(d) for d in spec.get("shape", [])], "layout": str(spec.get("layout", ""))}
 
 
 def running_inference_threads() -> List[str]:

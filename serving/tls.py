@@ -10,10 +10,12 @@ from typing import Optional
 
 import grpc
 
+from serving.errors import StartupError
+
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
-class TlsFileError(ValueError):
+class TlsFileError(StartupError, ValueError):
     """A certificate, key or CA file cannot be read."""
 
 

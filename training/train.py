@@ -13,8 +13,8 @@ import logging
 import os
 from pathlib import Path
 
-# `training` before `mindspore`: training/__init__ sets ONEDNN_MAX_CPU_ISA before MindSpore
-# loads, also when msrun starts this file as a script.
+# `training` before `mindspore`: training/__init__ sets ONEDNN_MAX_CPU_ISA (runtime_env) before
+# MindSpore loads, also when msrun starts this file as a script.
 from training.callbacks import (FINAL_CHECKPOINT, CheckpointSaver, JsonLinesLog, ProgressLogger,
                                 list_checkpoints, remove_partial_checkpoints, save_checkpoint_atomic)
 from training.config import load_config, save_config

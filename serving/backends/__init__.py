@@ -13,10 +13,19 @@ from typing import List, Tuple
 import numpy as np
 
 from modelrepo.manifest import ModelFile
+from serving.errors import StartupError
 
 
-class BackendError(RuntimeError):
-    """The runtime or device cannot serve the model; the message says why."""
+class BackendError(StartupError, RuntimeError):
+    """The runtime cannot serve the model; the message says why."""
+
+    exit_status = 1
+
+
+class DeviceMissing(BackendError):
+    """The requested accelerator's device node does not exist."""
+
+    exit_status = 2
 
 
 def batch_sizes(max_batch_size: int) -> List[int]:
@@ -75,7 +84,7 @@ def check_device(device: str, device_id: int) -> None:
     """Fail with a clear message when an accelerator is requested but its device node is absent."""
     nodes = {"ascend": "/dev/davinci{}", "gpu": "/dev/nvidia{}"}
     if device in nodes and not os.path.exists(nodes[device].format(device_id)):
-        raise BackendError("--device {} --device-id {} requested, but {} does not exist: no {} device {} "
+        raise DeviceMissing("--device {} --device-id {} requested, but {} does not exist: no {} device {} "
                            "on this machine (use --device cpu)".format(device, device_id,
                                                                       nodes[device].format(device_id),
                                                                       device, device_id))

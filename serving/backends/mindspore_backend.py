@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
-# oneDNN picks reference kernels for 3x3/7x7 convolutions on AVX-512 CPUs (25-100x slower);
-# read when MindSpore loads, so it must be set before the import.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+import mindspore as ms  # after ONEDNN_MAX_CPU_ISA: serving/__init__ sets it (runtime_env)
+import numpy as np
+from mindspore import nn
 
-import mindspore as ms  # noqa: E402
-import numpy as np  # noqa: E402
-from mindspore import nn  # noqa: E402
-
-from modelrepo.manifest import ModelFile  # noqa: E402
-from serving.backends import Backend, BackendError  # noqa: E402
+from modelrepo.manifest import ModelFile
+from serving.backends import Backend, BackendError
 
 LOG = logging.getLogger(__name__)
 _TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}

@@ -20,7 +20,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from serving.backends import Backend, BackendError
-from serving.manifest import ModelFile
+from modelrepo.manifest import ModelFile
 from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, ProtocolError, deadline_after, enlarge_pipe
 
 LOG = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from serving.backends import Backend, create_backend
-from serving.manifest import ModelFile
+from modelrepo.manifest import ModelFile
 from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, error_header
 
 LOG = logging.getLogger("serving.workers.worker")

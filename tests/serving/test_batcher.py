@@ -72,8 +72,14 @@ def sample(metrics, name, **labels):
 
 async def classify(batcher, arrays, deadline=None):
     """Admit and submit one request, as the data plane does."""
-    ticket = batcher.reserve(len(arrays))
-    return await batcher.submit(ticket, arrays, deadline)
+    with batcher.admit(len(arrays), deadline) as ticket:
+        return await ticket.submit(arrays)
+
+
+def admit_and_leave(batcher, images):
+    """Admit `images` and release them unsubmitted."""
+    with batcher.admit(images):
+        pass
 
 
 def test_concurrent_requests_share_batches_and_keep_their_results():
@@ -125,15 +131,42 @@ def test_admission_beyond_the_queue_size_is_refused_at_once_and_freed_after_comp
     model = RecordingModel()
 
     async def scenario(batcher, metrics):
-        ticket = batcher.reserve(3)
-        with pytest.raises(QueueFull, match="3 of 4 images admitted"):
-            batcher.reserve(2)
-        assert sample(metrics, "genet_queue_depth_images") == 3
-        await batcher.submit(ticket, images(1, 2, 3), None)
-        batcher.reserve(4).release()
+        with batcher.admit(3) as ticket:
+            with pytest.raises(QueueFull, match="3 of 4 images admitted"):
+                admit_and_leave(batcher, 2)
+            assert sample(metrics, "genet_queue_depth_images") == 3
+            await ticket.submit(images(1, 2, 3))
+        admit_and_leave(batcher, 4)
         return sample(metrics, "genet_queue_depth_images")
 
     assert run(scenario, model, max_queue_images=4) == 0
+
+
+def test_images_never_submitted_are_released_on_exit_and_counted_as_dropped_if_the_caller_went_away():
+    """Callers that fail, are cancelled, or expire while preparing their images (preprocessing)."""
+    model = RecordingModel()
+
+    async def preparing(batcher, count, deadline=None, failure=None):
+        with batcher.admit(count, deadline):
+            await asyncio.sleep(0.02)
+            if failure is not None:
+                raise failure
+            await asyncio.sleep(10)
+
+    async def scenario(batcher, metrics):
+        bad = asyncio.ensure_future(preparing(batcher, 1, failure=ValueError("undecodable")))
+        late = asyncio.ensure_future(preparing(batcher, 2, time.monotonic(), DeadlineExpired("late")))
+        abandoned = asyncio.ensure_future(preparing(batcher, 3))
+        await asyncio.sleep(0)
+        depth_while_preparing = sample(metrics, "genet_queue_depth_images")
+        abandoned.cancel()
+        await asyncio.gather(bad, late, abandoned, return_exceptions=True)
+        return (depth_while_preparing, sample(metrics, "genet_queue_depth_images"),
+                sample(metrics, "genet_dropped_images_total", reason="expired"),
+                sample(metrics, "genet_dropped_images_total", reason="cancelled"))
+
+    assert run(scenario, model, max_queue_images=6) == (6, 0, 2, 3)
+    assert model.seen == []
 
 
 def test_expired_work_is_dropped_before_compute():
@@ -210,7 +243,7 @@ def test_when_the_batching_task_dies_every_waiter_fails_and_the_version_goes_out
         outcomes = await asyncio.wait_for(asyncio.gather(
             classify(batcher, images(1, 2)), classify(batcher, images(3)), return_exceptions=True), 5)
         with pytest.raises(Unavailable, match="out of service: the batcher failed"):
-            batcher.reserve(1)
+            admit_and_leave(batcher, 1)
         return outcomes, batcher.failed, sample(metrics, "genet_queue_depth_images")
 
     outcomes, failed, depth = run(scenario, RaggedModel(), on_failure=lambda: failures.append(1))
@@ -228,7 +261,7 @@ def test_an_inference_call_that_does_not_return_fails_every_waiter_within_the_ti
         outcomes = await asyncio.wait_for(asyncio.gather(
             classify(batcher, images(1)), classify(batcher, images(2)), return_exceptions=True), 5)
         with pytest.raises(Unavailable, match="out of service"):
-            batcher.reserve(1)
+            admit_and_leave(batcher, 1)
         return outcomes, batcher.inference_running, sample(metrics, "genet_queue_depth_images")
 
     outcomes, running, depth = run(scenario, model, max_batch_size=1, inference_timeout_s=0.2,
@@ -262,7 +295,7 @@ def test_close_finishes_queued_work_and_then_refuses_new_work():
         await asyncio.sleep(0)
         await batcher.close()
         with pytest.raises(Unavailable, match="shutting down"):
-            batcher.reserve(1)
+            admit_and_leave(batcher, 1)
         return await asyncio.gather(*pending)
 
     results = run(scenario, model, max_delay_s=10.0)

@@ -1,6 +1,8 @@
 """Operations against real Lite servers: admission, deadlines, cancellation, shutdown, health, CLI errors."""
 import io
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -14,6 +16,9 @@ from PIL import Image
 
 from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
+from serving import cli
+from serving.server import Security
+from serving.settings import Settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -147,6 +152,23 @@ def test_a_repository_with_several_models_needs_a_model_name(model_repository, v
     completed = run_cli("--model-repository", str(tmp_path), "--port", "0")
     assert completed.returncode == 2
     assert "holds several models (alpha, beta); choose one with --model-name" in completed.stderr
+
+
+def test_a_model_file_changed_after_the_start_up_checks_is_refused_in_one_line(version_dir, tmp_path, caplog):
+    """The window between the checks and the load is too short to hit from outside: the server's own
+    start-up steps are run in this process, the file is changed between them."""
+    copy = tmp_path / "genet_res50" / "1"
+    shutil.copytree(str(version_dir), str(copy))
+    settings = Settings(model_repository=str(tmp_path), backend="mslite", port=0)
+    manifest = cli.preflight(settings)
+    model = copy / "model.ms"
+    model.chmod(0o644)
+    model.write_bytes(model.read_bytes()[:-1])
+    with caplog.at_level(logging.ERROR, logger="serving"):
+        status = cli._serve(settings, manifest, Security())
+    assert status == 2
+    assert [record.getMessage().split(": ")[0] for record in caplog.records] == ["cannot serve"]
+    assert "sha256 mismatch" in caplog.text and not any(record.exc_info for record in caplog.records)
 
 
 def test_invalid_settings_are_refused_naming_the_option(model_repository):

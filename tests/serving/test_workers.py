@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from clients.benchmark.servers import REPO_ROOT
+from modelrepo.manifest import ModelFile, read_manifest
 from serving.backends import BackendError
-from serving.manifest import ModelFile, read_manifest
+from serving.manifest import served_file
 from serving.workers.protocol import PREFIX, Channel, ProtocolError
 from serving.workers.proxy import WorkerBackend, WorkerDied, WorkerError, WorkerTimeout, worker_python
 
@@ -23,11 +24,12 @@ IN_PROCESS = """
 import sys
 import numpy as np
 from serving.backends import create_backend
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
+from serving.manifest import served_file
 
 version_dir, images_path, out, max_batch_size = sys.argv[1:5]
 bounds = [int(n) for n in sys.argv[5:]]
-backend = create_backend("mslite", read_manifest(version_dir).model_file("mslite"), device="cpu", device_id=0,
+backend = create_backend("mslite", served_file(read_manifest(version_dir), "mslite"), device="cpu", device_id=0,
                          threads=1)
 images = np.load(images_path)
 backend.warm_up(images[0], int(max_batch_size))
@@ -37,10 +39,11 @@ np.savez(out, *[backend.predict(images[start:stop]) for start, stop in zip(bound
 FRONT = """
 import sys
 import time
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
+from serving.manifest import served_file
 from serving.workers.proxy import WorkerBackend
 
-worker = WorkerBackend("mslite", read_manifest(sys.argv[1]).model_file("mslite"), device="cpu", device_id=0,
+worker = WorkerBackend("mslite", served_file(read_manifest(sys.argv[1]), "mslite"), device="cpu", device_id=0,
                        threads=1)
 print(worker.pid, flush=True)
 time.sleep(600)
@@ -62,7 +65,7 @@ def images(manifest) -> np.ndarray:
 
 def start_worker(manifest, backend: str = "mslite", **options) -> WorkerBackend:
     """A worker for the tiny model's `backend` file, on one CPU thread."""
-    return WorkerBackend(backend, manifest.model_file(backend), device="cpu", device_id=0, threads=1, **options)
+    return WorkerBackend(backend, served_file(manifest, backend), device="cpu", device_id=0, threads=1, **options)
 
 
 @pytest.fixture

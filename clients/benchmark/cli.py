@@ -35,7 +35,8 @@ def _names(text: str) -> List[str]:
     names = [part for part in text.split(",") if part]
     unknown = sorted(set(names) - set(RUNTIMES))
     if unknown:
-        raise argparse.ArgumentTypeError("unknown runtime {}; valid: {}".format(", ".join(unknown), ", ".join(RUNTIMES)))
+        raise argparse.ArgumentTypeError("unknown runtime {}; valid: {}".format(", ".join(unknown),
+                                                                                ", ".join(RUNTIMES)))
     return names
 
 
@@ -72,8 +73,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     servers.add_argument("--offline-seconds", type=float, default=5.0, help="measured seconds per batch size")
     servers.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
     servers.add_argument("--compare-runtimes", type=_names, default=[], metavar="NAME[,NAME...]",
-                         help="also measure {} in-process on the served version's model.onnx, like the "
-                         "offline baseline (fp32; OpenVINO bf16 too where the CPU has it)".format(" and ".join(RUNTIMES)))
+                         help="also measure {} in-process on the served version's model.onnx, like the offline "
+                         "baseline (fp32; OpenVINO bf16 too where the CPU has it)".format(" and ".join(RUNTIMES)))
     parser.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
     add_connection_arguments(parser, target_required=False)
     args = parser.parse_args(argv)

@@ -42,11 +42,12 @@ class OpenVinoModel:
     def __init__(self, path: str, threads: int, precision: str) -> None:
         import openvino
         core = openvino.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and "BF16" not in capabilities:
             raise ValueError("this CPU has no native bf16 (OpenVINO CPU capabilities: {})".format(
-                ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))))
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-                  "PERFORMANCE_HINT": "LATENCY"}
+                ", ".join(capabilities)))
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         self.runtime_version = "openvino {}".format(openvino.__version__.split("-")[0])
 

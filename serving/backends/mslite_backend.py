@@ -5,11 +5,12 @@ batch sizes divisible by the CPU thread count, the other all the rest. Lite 2.0 
 (errors 0.6-60x the largest logit) for a batch size divisible by thread_num once the same Model has
 run a size that is not: with 2 threads, every even size after any odd one (1, 2: wrong; 2, 4, 8: exact;
 2, 1, 2: wrong at the second 2); with 3 threads, 6 after 2 or 3 after 5; with 1 thread never. Sizes
-not divisible are never wrong. Found on the small test and demo networks (32-40 px), not on the
-reference network at 224 px; the split keeps both exact (bit-identical to a fresh Model per size) on
-every size sequence measured, for 1 to 4 threads. A 224 px Model costs ~320 MiB (mostly weights), so
-two Models instead of one per batch size: serving/README.md. Batches are zero-padded up to the sizes
-of serving.backends.batch_sizes after warm-up; padded rows do not change an image's logits.
+not divisible are never wrong. Seen on the small test and demo networks (32-40 px), not on the
+reference network at 224 px. Split this way, both Models stay bit-identical to a fresh Model per size
+on every size sequence measured (1 to 4 threads, small networks; 1 and 2 threads at 224 px). A 224 px
+Model costs ~320 MiB whatever its batch size (mostly weights): two Models instead of one per ladder
+size, numbers in serving/README.md. Batches are zero-padded up to the sizes of
+serving.backends.batch_sizes after warm-up; padded rows do not change an image's logits.
 """
 from __future__ import annotations
 

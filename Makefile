@@ -68,8 +68,8 @@ eval: setup ## evaluate CKPT on DATA: top1, top5 and the number of images
 export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om)
 	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
-export-random: setup ## export a randomly initialised network of CONFIG (for tests and benchmarks; no training)
-	$(PY) -m export --random-init --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
+export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
+	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
 serve: setup ## serve the latest exported models on PORT with MindSpore Lite
 	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)

@@ -18,8 +18,10 @@ from export.writers import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 1e-3
-"""Default relative tolerance: max |logit difference| / max |reference logit|."""
+TOLERANCE = 2e-3
+"""Default relative tolerance: max |logit difference| / max |reference logit|. Measured float32
+agreement of ONNX Runtime and Lite with MindSpore: up to 6.1e-4 at 224 px with initial BN
+statistics, up to 2e-4 with calibrated ones or at demo size (README, Export)."""
 SERVER_MAX_BATCH_SIZE = 8
 """The server's default --max-batch-size (serving/settings.py); its ladder is verified."""
 BATCH_SIZES = (1, 2, 3, 4, 8)

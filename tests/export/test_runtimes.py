@@ -73,7 +73,7 @@ def test_verification_fails_with_the_numbers_for_other_weights(exported, tiny_co
                                                                export_seed, photo_batches):
     other = random_network(load_config(tiny_config).model, export_seed + 1)
     with pytest.raises(ExportError, match=r"verification failed \(the largest logit is [\d.]+; "
-                                          r"accepted: differences up to 0.001 of it and the same "
+                                          r"accepted: differences up to 0.002 of it and the same "
                                           r"top-1 class\): mindir: logits differ by up to [\d.]+ "
                                           r"\([\d.]+ of the largest logit\) at batch1, batch2"):
         verify_files(reference_logits(other, photo_batches),

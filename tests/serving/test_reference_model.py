@@ -7,16 +7,13 @@ One request of N photos per ladder size N, with a long queue delay, forms exactl
 server's batch-size metric is checked); the Lite backend resizes its Models between those sizes, the
 path on which Lite 2.0 can compute wrong logits (serving/backends/mslite_backend.py).
 """
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 
-from clients.benchmark.servers import REPO_ROOT, ServerProcess
+from clients.benchmark.servers import ServerProcess
 from clients.client import ClassifierClient
 from serving.manifest import read_manifest
 from serving.preprocessing import Preprocessor
@@ -34,21 +31,8 @@ FREED_MIB = 100
 
 
 @pytest.fixture(scope="module")
-def reference_repository(tmp_path_factory) -> Path:
-    """The reference network exported with BatchNorm statistics calibrated on the bundled photographs
-    (ONNX and Lite). To be replaced by the session fixture of the same name in tests/conftest.py."""
-    repository = tmp_path_factory.mktemp("reference")
-    command = [sys.executable, "-m", "export", "--random-init", "--calibrate-bn", "--config",
-               "training/configs/theta_plus.yaml", "--repository", str(repository), "--formats", "onnx,mslite"]
-    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=900,
-                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return repository
-
-
-@pytest.fixture(scope="module")
 def reference_version(reference_repository) -> Path:
-    """The exported reference version directory."""
+    """The exported reference version directory (tests/conftest.py's shared export)."""
     (manifest,) = reference_repository.glob("*/*/manifest.json")
     return manifest.parent
 

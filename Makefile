@@ -27,7 +27,7 @@ PORT ?= 8500
 METRICS_PORT ?= 8501
 SERVE_ARGS ?=
 
-.PHONY: help setup protos data train train-distributed eval export export-random serve classify bench demo stress test clean
+.PHONY: help setup protos data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -66,8 +66,8 @@ eval: setup ## evaluate CKPT on DATA: top1, top5 and the number of images
 export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om)
 	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
-export-random: setup ## export a randomly initialised network of CONFIG (for tests and benchmarks; no training)
-	$(PY) -m export --random-init --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
+export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
+	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
 serve: setup ## serve the latest exported models on PORT with MindSpore Lite
 	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
@@ -82,6 +82,16 @@ bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep wi
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
 	  --server-arg=--max-queue-size=512 --server-arg=--threads=1 --max-batch-size 1,16 \
 	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --data $(DATA) --out reports $(ARGS)
+
+# The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
+# calibrated on real photos, exported once into REFERENCE_MODELS; server and baselines on 2 threads.
+REFERENCE_MODELS ?= reports/reference/models
+bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init) on Lite: concurrency 1,4,16 on data/photos vs offline, ONNX Runtime and OpenVINO -> reports/reference/
+	test -n "$$(ls $(REFERENCE_MODELS)/genet_reference 2>/dev/null)" || $(PY) -m export --random-init --calibrate-bn \
+	  --config training/configs/theta_plus.yaml --name genet_reference --repository $(REFERENCE_MODELS) --formats onnx,mslite
+	$(PY) -m clients.benchmark --start-server --model-repository $(REFERENCE_MODELS) --backend mslite --threads 2 \
+	  --max-batch-size 8 --concurrency 1,4,16 \
+	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime,openvino --out reports/reference $(ARGS)
 
 stress: setup ## fault-and-load suite: bad inputs, 4x overload, cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
 	$(PY) -m clients.stress --report reports/stress.json $(ARGS)

@@ -1,6 +1,7 @@
 """Offline baseline: the served model with serving's own preprocessing and backend, in-process, no gRPC.
 
     python -m clients.offline --model-dir models/genet_res50/1 --backend mslite --batch-sizes 1,16 IMAGE...
+    python -m clients.offline --model-dir ... --runtime openvino --precision bf16 IMAGE...
 
 Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
 {"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
@@ -8,10 +9,13 @@ Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints
 Each iteration preprocesses batch_size images (decode, resize, crop, normalise) and runs them as
 one batch, sequentially in one thread: what one inference call costs end to end without a server
 around it. cpu_ms_per_image counts every thread of the process, the runtime's included.
+--runtime onnxruntime|openvino measures that runtime on the version's model.onnx instead of the
+served backend (clients/benchmark/runtimes.py, in .venv), with the same preprocessing and loop.
 """
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -29,9 +33,12 @@ LOG = logging.getLogger("clients.offline")
 MIN_ITERATIONS = 3
 
 
-def measure_batch_size(backend: Backend, preprocess: Preprocessor, images: List[bytes], batch_size: int,
+def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], batch_size: int,
                        seconds: float) -> dict:
-    """Throughput and latency of preprocess + infer at one batch size, for about `seconds`."""
+    """Throughput and latency of preprocess + infer at one batch size, for about `seconds`.
+
+    backend: anything with predict(batch) -> logits (a serving Backend or a runtimes.py model).
+    """
     backend.predict(np.stack([preprocess(images[0])] * batch_size))  # resize and warm this batch size
     preprocess_s, infer_s = [], []
     start = time.monotonic()
@@ -59,25 +66,35 @@ def measure_batch_size(backend: Backend, preprocess: Preprocessor, images: List[
 
 
 def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_paths: Sequence[str],
-        seconds: float, threads: int, device: str, device_id: int) -> dict:
-    """Loads the model like the server does and measures every batch size."""
+        seconds: float, threads: int, device: str, device_id: int, runtime: str = "backend",
+        precision: str = "fp32") -> dict:
+    """Loads the model like the server does (or the ONNX file in `runtime`) and measures every batch size."""
     manifest = read_manifest(model_dir)
-    model_file = served_file(manifest, backend_name)
-    backend = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
     preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
+    if runtime == "backend":
+        model_file = served_file(manifest, backend_name)
+        path, sha256 = model_file.path, model_file.sha256
+        model = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
+    else:
+        from clients.benchmark.runtimes import create_runtime
+        entry = manifest.files.get("onnx")
+        if entry is None:
+            raise ValueError("{} has no ONNX file for {}".format(model_dir, runtime))
+        path, sha256 = os.path.join(model_dir, entry["path"]), entry["sha256"]
+        model = create_runtime(runtime, path, threads, precision)
     images = []
-    for path in image_paths:
-        with open(path, "rb") as handle:
+    for image_path in image_paths:
+        with open(image_path, "rb") as handle:
             images.append(handle.read())
     try:
         results = []
         for size in batch_sizes:
-            results.append(dict(measure_batch_size(backend, preprocess, images, size, seconds), threads=threads))
-            LOG.info("offline batch %d: %.1f img/s", size, results[-1]["throughput_ips"])
+            results.append(dict(measure_batch_size(model, preprocess, images, size, seconds), threads=threads))
+            LOG.info("offline %s batch %d: %.1f img/s", runtime, size, results[-1]["throughput_ips"])
     finally:
-        backend.close()
-    return {"model_file": model_file.path, "sha256": model_file.sha256, "runtime_version": backend.runtime_version,
-            "results": results}
+        if isinstance(model, Backend):
+            model.close()
+    return {"model_file": path, "sha256": sha256, "runtime_version": model.runtime_version, "results": results}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -92,6 +109,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="runtime threads (as the server)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--device-id", type=int, default=defaults.device_id)
+    parser.add_argument("--runtime", default="backend", choices=("backend", "onnxruntime", "openvino"),
+                        help="backend: the served --backend; else that runtime on the version's model.onnx")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="openvino's inference precision")
     return parser.parse_args(argv)
 
 
@@ -100,8 +120,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sizes = [int(size) for size in args.batch_sizes.split(",") if size]
-    report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
-                 args.device_id)
+    try:
+        report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
+                     args.device_id, args.runtime, args.precision)
+    except (OSError, ValueError) as error:
+        print("error: {}".format(error), file=sys.stderr)
+        return 1
     print(json.dumps(report))
     return 0
 

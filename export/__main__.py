@@ -2,6 +2,7 @@
 
     python -m export --ckpt runs/demo/final.ckpt [--name genet_res50] [--repository models]
     python -m export --random-init --config training/configs/demo.yaml [model.width_multiplier=0.125]
+    python -m export --random-init --calibrate-bn --config training/configs/theta_plus.yaml
 
 The last line printed is the new version directory; errors print one line and exit 1.
 """
@@ -26,6 +27,10 @@ def build_parser():
     source.add_argument("--random-init", action="store_true",
                         help="export a seeded random-initialised network (needs --config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
+    parser.add_argument("--calibrate-bn", nargs="?", const=True, type=Path, metavar="FOLDER",
+                        help="with --random-init: set the BatchNorm statistics from the images of "
+                             "FOLDER (default: the bundled photographs verification uses) by one "
+                             "train-mode pass, so activations and logits are realistic")
     parser.add_argument("--config", type=Path,
                         help="training config (default: config.yaml beside the checkpoint)")
     parser.add_argument("--labels", type=Path,
@@ -45,7 +50,10 @@ def build_parser():
     parser.add_argument("--verify-images", type=Path,
                         help="folder of images to verify with (default: scikit-image's photos)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help="largest accepted |logit difference| per file (default %(default)g)")
+                        help="largest accepted logit difference per file, RELATIVE to the largest "
+                             "|logit| of the checkpoint network on the verification images: "
+                             "max |diff| / max |logit| (default %(default)g); the top-1 class "
+                             "must agree too")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -54,6 +62,10 @@ def request_from_args(args, parser):
     """Turn parsed arguments into an ExportRequest (defaults beside the checkpoint)."""
     if args.random_init and args.config is None:
         parser.error("--random-init needs --config")
+    if args.calibrate_bn is not None and not args.random_init:
+        parser.error("--calibrate-bn applies to --random-init only (a checkpoint has its statistics)")
+    if args.tolerance <= 0:
+        parser.error(f"--tolerance must be positive, got {args.tolerance}")
     config, labels = args.config, args.labels
     if args.ckpt is not None:
         config = config or args.ckpt.parent / "config.yaml"
@@ -63,7 +75,10 @@ def request_from_args(args, parser):
     except ValueError:
         parser.error(f"--om-batch-sizes must be integers, got {args.om_batch_sizes!r}")
     formats = tuple(f.strip() for f in args.formats.split(",")) if args.formats else ALL_FORMATS
+    calibration_images = args.calibrate_bn if isinstance(args.calibrate_bn, Path) else None
     return ExportRequest(config=config, labels=labels, ckpt=args.ckpt, seed=args.seed,
+                         calibrate_bn=args.calibrate_bn is not None,
+                         calibration_images=calibration_images,
                          overrides=tuple(args.overrides), name=args.name,
                          repository=args.repository, formats=formats,
                          formats_explicit=args.formats is not None, aipp=args.aipp,

@@ -4,9 +4,9 @@
     python -m export.lite_tool predict MODEL.ms INPUTS.npz OUTPUTS.npz
 
 `convert` turns a normalised ONNX model into a Lite 2.0 `.ms` model (input kept NCHW);
-`predict` runs every array of INPUTS.npz (NCHW float32, any batch) through the Lite model
-and saves the logits under the same keys. Both print one JSON line describing the model
-input as Lite reports it (shape, layout) and the Lite version.
+`predict` runs every array of INPUTS.npz (NCHW float32, any batch) through a fresh Lite model
+each (as the server does) and saves the logits under the same keys. Both print one JSON line
+describing the model input as Lite reports it (shape, layout) and the Lite version.
 """
 import argparse
 import json
@@ -53,12 +53,18 @@ def describe(model):
 
 
 def predict(model_path, inputs_path, outputs_path):
-    """Run each NCHW batch in `inputs_path` through the model; save the logits by key."""
-    model = load(model_path)
-    info = describe(model)
-    outputs = {}
+    """Run each NCHW batch in `inputs_path` through its own fresh Lite model; save the logits by key.
+
+    One Model per batch size, resized once, the way the server runs them: Lite 2.0 computes
+    wrong logits after a second resize of one Model (serving/backends/mslite_backend.py).
+    """
+    info, outputs = None, {}
     with np.load(inputs_path) as batches:
+        if not batches.files:
+            raise ValueError("{} holds no batch".format(inputs_path))
         for key in batches.files:
+            model = load(model_path)
+            info = describe(model)
             batch = batches[key]
             if info["input_layout"] == "NHWC":
                 batch = batch.transpose(0, 2, 3, 1)
@@ -68,13 +74,17 @@ def predict(model_path, inputs_path, outputs_path):
 
 
 def run_batch(model, batch):
-    """Resize the model to the batch's shape and return its first output."""
+    """Resize the model to the batch's shape and return a copy of its first output.
+
+    The copy is taken at once: the array Lite hands out shares its output buffer, which the
+    next resize or predict of the same Model overwrites.
+    """
     inputs = model.get_inputs()
     if list(inputs[0].shape) != list(batch.shape):
         model.resize(inputs, [list(batch.shape)])
         inputs = model.get_inputs()
     inputs[0].set_data_from_numpy(batch)
-    return model.predict(inputs)[0].get_data_to_numpy()
+    return np.array(model.predict(inputs)[0].get_data_to_numpy(), copy=True)
 
 
 def main(argv=None):

@@ -7,14 +7,12 @@ from typing import Optional, Tuple
 from export import ascend, formats, manifest, repository
 from export.errors import ExportError
 from export.network import load_network, random_network, read_checkpoint
-from export.samples import verification_batches
-from export.verify import TOLERANCE, verify_files
+from export.samples import preprocessed_images, verification_batches
+from export.verify import BATCH_SIZES, TOLERANCE, logit_scale, reference_logits, verify_files
 from modelrepo.checksums import sha256_of
 from modelrepo.manifest import write_labels, write_manifest
 from training.config import load_config
 from training.presets import EvalPreset
-
-VERIFY_BATCH_SIZES = (1, 7)
 
 
 @dataclass(frozen=True)
@@ -29,6 +27,10 @@ class ExportRequest:
     """Checkpoint to export; None exports random weights drawn with `seed`."""
     seed: int = 0
     """Seed of the random initialisation."""
+    calibrate_bn: bool = False
+    """Random init only: set BatchNorm statistics from real images (`calibration_images`)."""
+    calibration_images: Optional[Path] = None
+    """Folder of images for `calibrate_bn`; None: the bundled photographs verification uses."""
     overrides: Tuple[str, ...] = ()
     """`key=value` config overrides."""
     name: str = "genet_res50"
@@ -48,7 +50,7 @@ class ExportRequest:
     verify_images: Optional[Path] = None
     """Folder of images for verification; None: scikit-image's bundled photographs."""
     tolerance: float = TOLERANCE
-    """Largest accepted |logit difference| between a file and the network."""
+    """Largest accepted max |logit difference| / max |logit| between a file and the network."""
 
 
 def run_export(request):
@@ -60,14 +62,16 @@ def run_export(request):
     try:
         network, source = _network(request, model_cfg, params)
         labels = read_labels(request.labels, model_cfg.num_classes)
+        batches, inputs = verification_batches(model_cfg.image_size, BATCH_SIZES,
+                                               request.verify_images)
+        reference = reference_logits(network, batches)  # refuses NaN/inf before writing anything
         preprocessing = EvalPreset(image_size=model_cfg.image_size).to_manifest()
         produced = formats.produce(network, model_cfg, plan, staging, request, preprocessing)
-        batches, inputs = verification_batches(model_cfg.image_size, VERIFY_BATCH_SIZES,
-                                               request.verify_images)
-        results = verify_files(network, produced.verifiable(staging), batches, request.tolerance)
+        results = verify_files(reference, produced.verifiable(staging), batches, request.tolerance)
         write_labels(staging, labels)
-        verification = {"inputs": inputs, "batch_sizes": list(VERIFY_BATCH_SIZES),
-                        "tolerance": request.tolerance, "results": results}
+        verification = {"inputs": inputs, "batch_sizes": list(BATCH_SIZES),
+                        "tolerance": request.tolerance, "tolerance_kind": "relative",
+                        "reference_max_abs_logit": logit_scale(reference), "results": results}
 
         def prepare(version):
             write_manifest(staging, manifest.build_manifest(
@@ -108,7 +112,11 @@ def _network(request, model_cfg, params):
     """The network and its `source_checkpoint` manifest entry."""
     if request.ckpt is None:
         source = {"path": None, "sha256": "random-init", "seed": request.seed}
-        return random_network(model_cfg, request.seed), source
+        if not request.calibrate_bn:
+            return random_network(model_cfg, request.seed), source
+        images, described = preprocessed_images(model_cfg.image_size, request.calibration_images)
+        source["bn_calibration"] = described
+        return random_network(model_cfg, request.seed, images), source
     network = load_network(model_cfg, params, request.ckpt)
     source = {"path": os.fspath(request.ckpt), "sha256": sha256_of(request.ckpt)}
     return network, source

@@ -15,18 +15,25 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def verification_batches(image_size, batch_sizes, image_dir=None):
     """{"batch<N>": NCHW float32} for each batch size, and a description of the inputs."""
-    named = _folder_jpegs(image_dir) if image_dir else _skimage_jpegs()
-    preset = EvalPreset(image_size=image_size)
-    images = [np.asarray(preset(data), dtype=np.float32) for _, data in named]
+    images, description = preprocessed_images(image_size, image_dir)
     batches = {}
     for size in batch_sizes:
         # Fewer images than the batch: repeat them in order.
         batches[f"batch{size}"] = np.stack([images[i % len(images)] for i in range(size)])
+    return batches, description
+
+
+def preprocessed_images(image_size, image_dir=None):
+    """The images of `image_dir` (default: the bundled photographs) through the eval preset, as
+    one NCHW float32 array, and a description of them."""
+    named = _folder_jpegs(image_dir) if image_dir else _skimage_jpegs()
+    preset = EvalPreset(image_size=image_size)
+    images = np.stack([np.asarray(preset(data), dtype=np.float32) for _, data in named])
     source = f"{image_dir}" if image_dir else "scikit-image photographs"
     description = (f"{len(images)} JPEG images from {source} "
                    f"({', '.join(name for name, _ in named)}) through "
                    f"EvalPreset(image_size={image_size})")
-    return batches, description
+    return images, description
 
 
 def _skimage_jpegs():

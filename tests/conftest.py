@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: a tiny exported model, test certificates, an mTLS server."""
+"""Fixtures shared by every test package: a tiny and a reference-size exported model, test certificates,
+an mTLS server."""
 import os
 import subprocess
 import sys
@@ -16,17 +17,35 @@ TINY_MODEL_OVERRIDES = ("model.width_multiplier=0.125", "model.image_size=32",
                         "model.zero_init_residual=false")
 
 
+# The reference network: GENet theta-plus at 224 px, 1000 classes.
+REFERENCE_CONFIG = "training/configs/theta_plus.yaml"
+
+
+def export_random(repository, config, *args):
+    """Export a random-initialised network of `config` into `repository` as MODEL_NAME (version 1)."""
+    command = [sys.executable, "-m", "export", "--random-init", "--config", config,
+               "--repository", str(repository), "--name", MODEL_NAME, *args]
+    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=900,
+                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return repository
+
+
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory) -> Path:
     """A repository holding one randomly initialised, tiny GENet exported in every format available
     here (models/genet_res50/1/). Shared by all tests: copy it before writing into it."""
-    repository = tmp_path_factory.mktemp("models")
-    command = [sys.executable, "-m", "export", "--random-init", "--config", "training/configs/demo.yaml",
-               "--repository", str(repository), "--name", MODEL_NAME, *TINY_MODEL_OVERRIDES]
-    completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=600,
-                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return repository
+    return export_random(tmp_path_factory.mktemp("models"), "training/configs/demo.yaml",
+                         *TINY_MODEL_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def reference_repository(tmp_path_factory) -> Path:
+    """A repository holding the reference network (theta-plus, 224 px, 1000 classes), random weights
+    with BatchNorm statistics calibrated on the bundled photographs, exported and verified as MINDIR,
+    ONNX and Lite (models/genet_res50/1/; 1-2 minutes). Shared by all tests: copy it before writing."""
+    return export_random(tmp_path_factory.mktemp("reference"), REFERENCE_CONFIG, "--calibrate-bn",
+                         "--formats", "mindir,onnx,mslite")
 
 
 @pytest.fixture(scope="session")

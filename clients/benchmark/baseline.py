@@ -21,16 +21,21 @@ def run_offline(
     device_id: int = 0,
     python: Optional[str] = None,
     expected_sha256: str = "",
+    runtime: str = "backend",
+    precision: str = "fp32",
 ) -> List[dict]:
     """Offline throughput and latency per batch size of the model in model_dir, without gRPC.
 
     Runs `python -m clients.offline` with the backend's interpreter (.venv-lite for mslite),
     so the same runtime and serving's own preprocessing and backend classes are measured.
     expected_sha256 (the server's model_sha256), when given, must match the file measured.
+    runtime "onnxruntime" or "openvino" measures that runtime on the version's model.onnx instead
+    (at `precision`); `python` must then be an environment that has it.
     """
     command = [python or default_server_python(backend), "-m", "clients.offline", "--model-dir", str(model_dir),
                "--backend", backend, "--device", device, "--device-id", str(device_id),
-               "--batch-sizes", ",".join(str(b) for b in sorted(set(batch_sizes))), "--seconds", str(seconds)]
+               "--batch-sizes", ",".join(str(b) for b in sorted(set(batch_sizes))), "--seconds", str(seconds),
+               "--runtime", runtime, "--precision", precision]
     if threads is not None:
         command += ["--threads", str(threads)]
     command += [str(path) for path in images]
@@ -43,4 +48,4 @@ def run_offline(
     if expected_sha256 and report["sha256"] != expected_sha256:
         raise RuntimeError("offline baseline measured {} (sha256 {}), not the served model (sha256 {})".format(
             report["model_file"], report["sha256"], expected_sha256))
-    return report["results"]
+    return [dict(result, runtime_version=report["runtime_version"]) for result in report["results"]]

@@ -14,6 +14,7 @@ from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.report import format_summary, write_report
 from clients.benchmark.runner import LoadPlan, add_efficiency, offline_batch_size, run_levels
+from clients.benchmark.runtimes import RUNTIMES, cpu_description, native_bf16
 from clients.benchmark.servers import ServerSpec
 from clients.client import ClientError
 from clients.options import add_connection_arguments, client_from_args
@@ -28,6 +29,15 @@ def _ints(text: str) -> List[int]:
 
 def _floats(text: str) -> List[float]:
     return [float(part) for part in text.split(",") if part]
+
+
+def _names(text: str) -> List[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = sorted(set(names) - set(RUNTIMES))
+    if unknown:
+        raise argparse.ArgumentTypeError("unknown runtime {}; valid: {}".format(", ".join(unknown),
+                                                                                ", ".join(RUNTIMES)))
+    return names
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -62,6 +72,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     servers.add_argument("--offline-batch-sizes", type=_ints, help="default: the batch sizes of the runs")
     servers.add_argument("--offline-seconds", type=float, default=5.0, help="measured seconds per batch size")
     servers.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
+    servers.add_argument("--compare-runtimes", type=_names, default=[], metavar="NAME[,NAME...]",
+                         help="also measure {} in-process on the served version's model.onnx, like the offline "
+                         "baseline (fp32; OpenVINO bf16 too where the CPU has it)".format(" and ".join(RUNTIMES)))
     parser.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
     add_connection_arguments(parser, target_required=False)
     args = parser.parse_args(argv)
@@ -136,19 +149,43 @@ def measure_servers(args, images, progress) -> dict:
     return measured
 
 
+def offline_sizes(args, runs) -> List[int]:
+    """--offline-batch-sizes, else the batch sizes the runs could form."""
+    return args.offline_batch_sizes or sorted({b for b in map(offline_batch_size, runs) if b}) or [1]
+
+
 def measure_offline(args, info, runs, images) -> List[dict]:
     """The offline baseline at the runs' batch sizes; [] when skipped or failed (the runs are kept)."""
     if args.no_offline or not args.model_repository:
         logger.warning("offline baseline skipped (%s)", "--no-offline" if args.no_offline else "no --model-repository")
         return []
-    sizes = args.offline_batch_sizes or sorted({b for b in map(offline_batch_size, runs) if b})
     model_dir = args.model_repository / info.name / info.version
     try:
-        return run_offline(model_dir, info.backend or args.backend, sizes or [1], images, args.offline_seconds,
-                           args.threads, info.device or "cpu", info.device_id, args.server_python, info.model_sha256)
+        return run_offline(model_dir, info.backend or args.backend, offline_sizes(args, runs), images,
+                           args.offline_seconds, args.threads, info.device or "cpu", info.device_id, args.server_python,
+                           info.model_sha256)
     except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
         logger.error("offline baseline failed, reported without it: %s", error)
         return []
+
+
+def measure_runtimes(args, info, runs, images, cpu: dict) -> List[dict]:
+    """The --compare-runtimes baselines at the offline batch sizes, one row per runtime, precision and size."""
+    if not args.compare_runtimes or not args.model_repository:
+        return []
+    sizes = offline_sizes(args, runs)
+    model_dir = args.model_repository / info.name / info.version
+    rows = []
+    for runtime in args.compare_runtimes:
+        for precision in ("fp32", "bf16") if runtime == "openvino" and native_bf16(cpu["flags"]) else ("fp32",):
+            try:
+                results = run_offline(model_dir, args.backend, sizes, images, args.offline_seconds, args.threads,
+                                      python=sys.executable, runtime=runtime, precision=precision)
+            except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+                logger.error("%s %s baseline failed, reported without it: %s", runtime, precision, error)
+                continue
+            rows += [dict(result, runtime=runtime, precision=precision) for result in results]
+    return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -160,6 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         images = load_images(args)
         measured = measure_servers(args, images, progress)
         offline = measure_offline(args, measured["info"], measured["runs"], images)
+        cpu = cpu_description()
+        runtimes = measure_runtimes(args, measured["info"], measured["runs"], images, cpu)
     except (ClientError, OSError, RuntimeError, ValueError) as error:
         progress.done()
         print("error: {}".format(error), file=sys.stderr)
@@ -167,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_efficiency(measured["runs"], offline)
     server = message_dict(measured["info"])
     report = {"runs": measured["runs"], "offline": offline, "accuracy": measured["accuracy"], "server": server,
-              "servers": measured["servers"], "images": [str(p) for p in images]}
+              "servers": measured["servers"], "images": [str(p) for p in images], "runtimes": runtimes, "cpu": cpu}
     paths = write_report(report, args.out)
     print(format_summary(report))
     print("\nreport: " + ", ".join(str(p) for p in paths.values()))

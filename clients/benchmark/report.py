@@ -43,13 +43,19 @@ def csv_rows(report: dict) -> List[dict]:
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
             server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
             **{"latency_{}_ms".format(k): run["latency_ms"][k] for k in LATENCY_KEYS}))
-    for entry in report["offline"]:
+    for entry in report["offline"] + report.get("runtimes", []):
         rows.append(dict(
-            source="offline", mode="offline", level=entry["batch_size"], images_per_request=entry["batch_size"],
+            source=" ".join(["offline", *_runtime(entry)]), mode="offline", level=entry["batch_size"],
+            images_per_request=entry["batch_size"],
             throughput_ips=entry["throughput_ips"], throughput_rps=entry["throughput_ips"] / entry["batch_size"],
             server_cpu_ms_per_image=entry.get("cpu_ms_per_image"),
             **{"latency_{}_ms".format(k): entry["latency_ms"][k] for k in LATENCY_KEYS}))
     return rows
+
+
+def _runtime(entry: dict) -> List[str]:
+    """[runtime, precision] of a --compare-runtimes row, [] for the served backend's own baseline."""
+    return [entry["runtime"], entry["precision"]] if "runtime" in entry else []
 
 
 def _cpu(run: dict, side: str):
@@ -128,6 +134,17 @@ def format_summary(report: dict) -> str:
             (str(e["batch_size"]), _cell(e.get("threads")), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
              _cell(e["latency_ms"]["p99"]), _cell(e["latency_ms"]["max"]), _cell(e.get("preprocess_ms")),
              _cell(e.get("infer_ms")), _cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"]])
+    if report.get("runtimes"):
+        lines += ["", "runtimes side by side (in-process, same images and preprocessing; served backend first)"]
+        lines += _table(("runtime", "precision", "batch", "threads", "img/s", "p50", "p99", "infer", "cpu"), [
+            (e.get("runtime_version", "-") + ("" if "runtime" in e else " (served)"), e.get("precision", "fp32"),
+             str(e["batch_size"]), _cell(e.get("threads")), _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]),
+             _cell(e["latency_ms"]["p99"]), _cell(e.get("infer_ms")), _cell(e.get("cpu_ms_per_image"), 2))
+            for e in report["offline"] + report["runtimes"]])
+    cpu = report.get("cpu")
+    if cpu:
+        lines += ["", "CPU: {}, {} usable cores, flags: {}".format(cpu["model"], cpu["usable_cores"],
+                                                                ", ".join(cpu["flags"]) or "none of interest")]
     accuracy = report.get("accuracy")
     if accuracy:
         lines += ["", "accuracy through the server over {}: top-1 {:.2%} ({}/{}), top-5 {:.2%} ({}/{}), "

@@ -1,14 +1,16 @@
 """MindSpore Lite backend: the manifest's "mslite" model (.ms, converted from the ONNX export).
 
-One mindspore_lite.Model per batch size, each resized once right after it is built and never again.
-Lite 2.0 computes wrong logits after a *second* Model.resize on one Model: with 2 CPU threads,
-every even batch size reached by a later resize is wrong (max logit error 4-21 on the tiny test
-model; sizes 1,2,1,6,4,3,2,5,6,1 gave errors 0,10,0,8.7,18,0,7.3,0,5.4,0), persistently, although
-the inputs are fetched again after the resize and the outputs copied. One thread, or the first
-resize of a fresh Model, is exact. The warm-up builds the sizes of serving.backends.batch_sizes
-(powers of two and the maximum batch size), and batches are zero-padded up to the next of them;
-padded rows do not change an image's logits (bit-identical here). Memory and speed of this choice
-against the resizing path: serving/README.md.
+Two mindspore_lite.Models at most, each resized to whatever batch size it is given: one runs the
+batch sizes divisible by the CPU thread count, the other all the rest. Lite 2.0 computes wrong logits
+(errors 0.6-60x the largest logit) for a batch size divisible by thread_num once the same Model has
+run a size that is not: with 2 threads, every even size after any odd one (1, 2: wrong; 2, 4, 8: exact;
+2, 1, 2: wrong at the second 2); with 3 threads, 6 after 2 or 3 after 5; with 1 thread never. Sizes
+not divisible are never wrong. Seen on the small test and demo networks (32-40 px), not on the
+reference network at 224 px. Split this way, both Models stay bit-identical to a fresh Model per size
+on every size sequence measured (1 to 4 threads, small networks; 1 and 2 threads at 224 px). A 224 px
+Model costs ~320 MiB whatever its batch size (mostly weights): two Models instead of one per ladder
+size, numbers in serving/README.md. Batches are zero-padded up to the sizes of
+serving.backends.batch_sizes after warm-up; padded rows do not change an image's logits.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ LOG = logging.getLogger(__name__)
 
 def create(model_file: ModelFile, *, device: str, device_id: int, threads: int) -> "LiteBackend":
     """A Lite backend on `device` with `threads` CPU threads per built model."""
-    return LiteBackend(model_file, functools.partial(build_context, device, device_id, threads))
+    return LiteBackend(model_file, functools.partial(build_context, device, device_id, threads), threads)
 
 
 def build_context(device: str, device_id: int, threads: int) -> mslite.Context:
@@ -42,10 +44,10 @@ def build_context(device: str, device_id: int, threads: int) -> mslite.Context:
     return context
 
 
-class SizedModel:
-    """A mindspore_lite.Model built from a file and resized once to one batch size."""
+class ResizingModel:
+    """A mindspore_lite.Model built from a file, resized whenever a batch of another size comes."""
 
-    def __init__(self, model_file: ModelFile, context: mslite.Context, batch_size: int) -> None:
+    def __init__(self, model_file: ModelFile, context: mslite.Context) -> None:
         model_type = mslite.ModelType.MINDIR_LITE if model_file.format == "MINDIR_LITE" else mslite.ModelType.MINDIR
         self.model = mslite.Model()
         self.target = context.target
@@ -59,12 +61,14 @@ class SizedModel:
         if len(self.shape) != 4 or self.shape[channel_axis] != 3:
             raise BackendError("{} has input shape {}, which is not {} with 3 channels as its manifest says".format(
                 model_file.path, self.shape, model_file.input_layout))
-        self.shape[0] = batch_size
-        self.model.resize(self.model.get_inputs(), [self.shape])
         self.inputs = self.model.get_inputs()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a batch in the model's layout and size, copied out of Lite's buffer."""
+        """Logits for a batch in the model's layout, copied out of Lite's buffer."""
+        if batch.shape[0] != self.shape[0]:
+            self.shape[0] = batch.shape[0]
+            self.model.resize(self.inputs, [self.shape])
+            self.inputs = self.model.get_inputs()
         self.inputs[0].set_data_from_numpy(batch)
         outputs = self.model.predict(self.inputs)
         # The array may share Lite's output buffer, which the next predict overwrites: copy it.
@@ -72,25 +76,26 @@ class SizedModel:
 
 
 class LiteBackend(Backend):
-    """Lite models of one file, one per batch size run, built on first use of the size (warm-up).
+    """Lite models of one file: one for batch sizes divisible by the thread count, one for the others.
 
-    The server builds every size during warm-up, while the checked private copy of the file it was
-    given exists (serving.verify.private_copy); a size first used later could not be built.
+    Both are built during warm-up (the ladder's sizes reach both lanes whenever a lane is ever used),
+    while the checked private copy of the file it was given exists (serving.verify.private_copy).
     """
 
     runtime_version = "mindspore_lite {}".format(getattr(mslite, "__version__", "unknown"))
 
-    def __init__(self, model_file: ModelFile, new_context: Callable[[], mslite.Context]) -> None:
+    def __init__(self, model_file: ModelFile, new_context: Callable[[], mslite.Context], threads: int) -> None:
         self._model_file = model_file
         self._new_context = new_context
+        self._threads = max(1, threads)
         self._nhwc = model_file.input_layout == "NHWC"
-        self._models: Dict[int, SizedModel] = {}
-        self._model(1)  # fails now, not at the first request, when the file or device is unusable
+        self._models: Dict[bool, ResizingModel] = {}
+        model = self._model(1)  # fails now, not at the first request, when the file or device is unusable
         LOG.info("MindSpore Lite model %s built for %s (input %s, layout %s)", model_file.path,
-                 self._models[1].target, self._models[1].shape, model_file.input_layout)
+                 model.target, model.shape, model_file.input_layout)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for an NCHW batch on the Model built for its size."""
+        """Logits for an NCHW batch on the Model of its size's lane."""
         if self._nhwc:
             batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         return self._model(batch.shape[0]).run(batch)
@@ -99,8 +104,11 @@ class LiteBackend(Backend):
         """Drop every built Model."""
         self._models.clear()
 
-    def _model(self, batch_size: int) -> SizedModel:
-        if batch_size not in self._models:
-            self._models[batch_size] = SizedModel(self._model_file, self._new_context(), batch_size)
-            LOG.debug("MindSpore Lite model built for batch size %d", batch_size)
-        return self._models[batch_size]
+    def _model(self, batch_size: int) -> ResizingModel:
+        """The Model of batch_size's lane (divisible by the thread count or not), built on first use."""
+        lane = batch_size % self._threads == 0
+        if lane not in self._models:
+            self._models[lane] = ResizingModel(self._model_file, self._new_context())
+            LOG.debug("MindSpore Lite model built for batch sizes %s divisible by %d threads",
+                      "" if lane else "not", self._threads)
+        return self._models[lane]

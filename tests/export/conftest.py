@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# theta: the learned gather without the excite MLP (tests/conftest.py exports the demo theta-plus).
 TINY_MODEL = {"variant": "theta", "num_classes": 10, "image_size": 32,
               "width_multiplier": 0.125}
 SEED = 2
@@ -48,7 +49,7 @@ def export_seed():
 
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
-    """A training config of the tiny model (theta-plus, width 0.125, 32 px, 10 classes)."""
+    """A training config of the tiny model (theta, width 0.125, 32 px, 10 classes)."""
     return write_config(tmp_path_factory.mktemp("config") / "tiny.yaml")
 
 

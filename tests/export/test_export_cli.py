@@ -3,10 +3,13 @@ import json
 import shutil
 from pathlib import Path
 
+import mindspore as ms
+import numpy as np
 import pytest
 
-from export.verify import TOLERANCE
+from export.verify import BATCH_SIZES, TOLERANCE
 from modelrepo.checksums import sha256_of
+from tests.export.conftest import write_config
 from training.presets import EvalPreset
 
 MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "labels_file", "labels_sha256",
@@ -56,11 +59,15 @@ def test_manifest_describes_the_model_and_its_files(exported, tiny_model, export
 
 def test_manifest_records_passed_verification(exported):
     verification = exported["manifest"]["verification"]
-    assert verification["batch_sizes"] == [1, 7] and verification["tolerance"] == TOLERANCE
+    assert verification["batch_sizes"] == list(BATCH_SIZES)
+    assert (verification["tolerance"], verification["tolerance_kind"]) == (TOLERANCE, "relative")
+    scale = verification["reference_max_abs_logit"]
     assert set(verification["results"]) == set(CORE_FILES)
     for fmt, result in verification["results"].items():
         assert result["passed"] and result["top1_equal"], fmt
-        assert 0 <= result["max_abs_diff"] <= TOLERANCE, fmt
+        assert 0 <= result["max_rel_diff"] <= TOLERANCE, fmt
+        assert result["max_abs_diff"] == pytest.approx(result["max_rel_diff"] * scale), fmt
+        assert set(result["batches"]) == {f"batch{size}" for size in BATCH_SIZES}, fmt
 
 
 def test_checkpoint_export_is_version_2_and_leaves_version_1_untouched(exported, tiny_run_dir,
@@ -114,3 +121,25 @@ def test_om_requested_without_atc_fails_clearly(tmp_path, tiny_config, export_cl
     assert "format om was requested but cannot be produced here: CANN atc not found" \
         in result.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_checkpoint_whose_logits_overflow_is_refused_naming_the_layer(tmp_path, tiny_model,
+                                                                      tiny_network, export_cli):
+    """Finite but huge weights (as after diverged training) overflow float32 inside the network."""
+    params = {name: param.asnumpy() for name, param in tiny_network.parameters_dict().items()}
+    conv = next(name for name, value in params.items()
+                if name.startswith("layer2.") and value.ndim == 4)
+    params[conv] = np.full_like(params[conv], 3e38)
+    ckpt = tmp_path / "final.ckpt"
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()],
+                       str(ckpt))
+    (tmp_path / "labels.txt").write_text("".join(f"c{i}\n" for i in range(tiny_model["num_classes"])))
+    write_config(tmp_path / "config.yaml")
+    result = export_cli("--ckpt", ckpt, "--repository", tmp_path / "models", "--name", "tiny")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("export failed: the network computes NaN or inf on the "
+                           f"verification images (first in layer {conv.rsplit('.', 1)[0]}; "), last
+    assert "weights are broken, e.g. by diverged training" in last
+    assert "diff" not in last
+    assert list((tmp_path / "models" / "tiny").iterdir()) == []

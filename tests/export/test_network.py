@@ -1,9 +1,12 @@
-"""Checkpoint loading: missing, corrupt and mismatching checkpoints fail with clear messages."""
+"""The network: checkpoint loading (missing, corrupt, mismatching, broken weights fail with clear
+messages) and BatchNorm calibration of a random-initialised network."""
 import mindspore as ms
+import numpy as np
 import pytest
 
 from export.errors import ExportError
-from export.network import load_network, read_checkpoint
+from export.network import load_network, random_network, read_checkpoint
+from export.samples import preprocessed_images
 from training.config import load_config
 
 
@@ -54,3 +57,32 @@ def test_variant_mismatch_lists_missing_and_unexpected_parameters(tiny_config, t
     assert "unexpected: layer1.0." in message
     assert "missing" not in message  # theta-minus is theta without the learned gather weights
     assert "epoch_num" not in message and "moments" not in message
+
+
+def test_checkpoint_with_nan_weights_is_refused_naming_them(tiny_config, tiny_checkpoint):
+    params = read_checkpoint(tiny_checkpoint)
+    weight = params["fc.weight"].asnumpy().copy()
+    weight[0, 0] = np.nan
+    params["fc.weight"].set_data(ms.Tensor(weight))
+    with pytest.raises(ExportError, match=r"final.ckpt holds NaN or inf in 1 parameters "
+                                          r"\(fc.weight\): training diverged"):
+        load_network(_model(tiny_config), params, tiny_checkpoint)
+
+
+def test_calibrated_batchnorm_holds_the_statistics_of_its_inputs(tiny_config, export_seed):
+    model = _model(tiny_config)
+    images, _ = preprocessed_images(model.image_size)
+    network = random_network(model, export_seed, images)
+    norms = [(name, cell) for name, cell in network.cells_and_names()
+             if isinstance(cell, ms.nn.BatchNorm2d)]
+    seen = {}
+    for name, cell in norms:
+        cell.register_forward_hook(lambda _c, inputs, _o, name=name:
+                                   seen.__setitem__(name, inputs[0].asnumpy()))
+    network(ms.Tensor(images))  # eval mode: each BN normalises with its moving statistics
+    assert len(seen) == len(norms) > 50
+    for name, cell in norms:
+        mean, var = seen[name].mean(axis=(0, 2, 3)), seen[name].var(axis=(0, 2, 3))
+        std = np.sqrt(var + cell.eps)
+        assert np.max(np.abs(cell.moving_mean.asnumpy() - mean) / std) < 1e-4, name
+        assert np.allclose(cell.moving_variance.asnumpy(), var, rtol=1e-3, atol=1e-6), name

@@ -8,7 +8,7 @@ import pytest
 
 from clients.benchmark.cli import main
 from clients.benchmark.runtimes import RUNTIMES, cpu_description, create_runtime, native_bf16
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 
 

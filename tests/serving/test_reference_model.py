@@ -15,7 +15,7 @@ import pytest
 
 from clients.benchmark.servers import ServerProcess
 from clients.client import ClassifierClient
-from serving.manifest import read_manifest
+from modelrepo.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from tests.serving.test_operations import wait_until
 from tests.serving.test_reload import publish

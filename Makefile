@@ -63,8 +63,10 @@ train-distributed: setup ## data-parallel training with msrun on WORKERS local C
 eval: setup ## evaluate CKPT on DATA: top1, top5 and the number of images
 	$(PY) -m training.evaluate --ckpt $(CKPT) --data $(DATA) $(ARGS)
 
-export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om)
-	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
+# CONFIG and LABELS default to the files beside the checkpoint; given on the command line they are passed on.
+export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir,onnx,mslite,air,om; CONFIG=, LABELS= for a checkpoint without them beside it)
+	$(PY) -m export --ckpt $(CKPT) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) \
+	  $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(if $(LABELS),--labels $(LABELS)) $(ARGS)
 
 export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
 	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)

@@ -72,7 +72,7 @@ export-random: setup ## export a randomly initialised network of CONFIG (for tes
 	$(PY) -m export --random-init --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
 serve: setup ## serve the latest exported models on PORT with MindSpore Lite
-	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 classify: setup ## classify IMAGES (default data/photos/*) with the server at TARGET (default 127.0.0.1:PORT)
 	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)

@@ -38,7 +38,7 @@ _WILDCARDS = ("0.0.0.0", "[::]", "::", "")
 
 def default_server_python(backend: str) -> str:
     """The interpreter of the backend's environment: .venv-lite for mslite, this one for mindspore."""
-    return str(LITE_PYTHON) if backend == "mslite" else sys.executable
+    return sys.executable  # the front runs in .venv for every backend; the Lite runtime only in its worker
 
 
 class ServerProcess:

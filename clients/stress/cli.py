@@ -2,8 +2,9 @@
 
     python -m clients.stress [--quick] [--model-repository DIR] [--skip CHECK ...] [--report reports/stress.json]
 
-Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), cancellation and
-flood (each on a server of its own), training (kill -9 and resume). Each check's module documents what it asserts and
+Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), cancellation,
+flood and workers (worker-crash and worker-hang: each on a server of its own), training (kill -9 and
+resume). Each check's module documents what it asserts and
 the margins of its timed bounds. Exit status 0 when every check that ran passed and no request was
 lost, 1 otherwise.
 """
@@ -26,7 +27,7 @@ from clients.stress.results import CheckResult
 from clients.stress.serving_checks import MAIN_SERVER_CHECKS, Setup, guarded, serving_checks
 
 logger = logging.getLogger("clients.stress")
-CHECKS = (*MAIN_SERVER_CHECKS, "cancellation", "flood", "training")
+CHECKS = (*MAIN_SERVER_CHECKS, "cancellation", "flood", "workers", "training")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -37,7 +38,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--model-repository", type=Path, help="repository whose latest version is served (copied "
                         "into the work folder); default: export a tiny random-init model")
     parser.add_argument("--backend", choices=("mslite", "mindspore"), default="mslite")
-    parser.add_argument("--server-python", help="interpreter of the servers (default: the backend's environment)")
+    parser.add_argument("--server-python", help="interpreter of the servers' front (default: this one; each "
+                        "backend runs in its worker's environment)")
     parser.add_argument("--skip", action="append", default=[], choices=CHECKS, help="leave out a check (repeatable)")
     parser.add_argument("--workdir", type=Path, help="folder for models, logs and the training run, kept "
                         "(default: a temporary folder, removed unless a check failed)")

@@ -89,9 +89,10 @@ def two_instance_server(model_repository, tmp_path_factory):
     assert server.stop() == 0, server.log()
 
 
-def test_two_instances_compute_batches_at_once_with_unchanged_results(two_instance_server, mslite_server, photos):
+def test_two_instances_compute_batches_at_once_with_unchanged_results(two_instance_server, mslite_server,
+                                                                      fmnist_images):
     assert len(workers(two_instance_server)) == 2
-    images = (list(photos.values()) * 16)[:16]  # two full batches of 8, queued at once
+    images = list(fmnist_images.values())[:16]  # two full batches of 8, queued at once
     alone, batches = (two_instance_server.metric("genet_batches_in_flight_" + sample, **labels)
                       for sample, labels in (("bucket", {"le": "1.0"}), ("count", {})))
     response = classify(two_instance_server.address, images, top_k=10)

@@ -85,7 +85,8 @@ class WorkerPool:
         return outputs
 
     def kill(self) -> None:
-        """SIGKILL every worker at once, computing or not (a drain that ran out of time)."""
+        """SIGKILL every worker at once, computing or not, and restart none (a drain that ran out of time)."""
+        self._closing.set()
         for worker in self._workers:
             worker.kill()
 

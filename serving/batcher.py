@@ -11,8 +11,9 @@ Failures: a batch whose inference raises is re-run in halves, split between requ
 failing request is alone: only it fails (INTERNAL). A batch whose inference raises a ServingError
 failed as a whole (its worker died or hung: serving.workers.pool) and fails with it, unretried.
 An inference call that does not return within `inference_timeout_s` cannot be interrupted (the
-thread is stuck in an in-process runtime), so it ends the batching task. If the task ends other than by close() (that, or a bug), every waiter fails, new
-work is refused and `on_failure` is called: the model version is out of service.
+thread is stuck in an in-process runtime), so it ends the batching task. If the task ends other
+than by close() (that, or a bug), every waiter fails, new work is refused and `on_failure` is
+called: the model version is out of service.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ _WILDCARDS = ("0.0.0.0", "[::]", "::", "")
 
 def default_server_python(backend: str) -> str:
     """The interpreter of the backend's environment: .venv-lite for mslite, this one for mindspore."""
-    return sys.executable  # the front runs in .venv for every backend; the Lite runtime only in its worker
+    return str(LITE_PYTHON) if backend == "mslite" else sys.executable
 
 
 class ServerProcess:
@@ -54,7 +54,7 @@ class ServerProcess:
                  credentials: Optional[grpc.ChannelCredentials] = None) -> None:
         self.args = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args]
         self.log_path = Path(log_path)
-        self.python = python or default_server_python(self.arg("--backend") or "mslite")
+        self.python = python or sys.executable  # the front runs in .venv for every backend (docs/workers.md)
         self.process: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
         self.metrics_url: Optional[str] = None

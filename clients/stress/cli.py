@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from clients.benchmark.servers import default_server_python
 from clients.stress.crash_resume import run_crash_resume
 from clients.stress.plan import FULL, QUICK
 from clients.stress.report import format_table, totals, write_report
@@ -55,7 +54,7 @@ def run_checks(args: argparse.Namespace, workdir: Path) -> List[CheckResult]:
     if not set(CHECKS[:-1]) <= skip:
         repository = prepare_served_repository(workdir, args.model_repository)
         setup = Setup(repository, only_model_name(repository), workdir / "logs", args.backend,
-                      args.server_python or default_server_python(args.backend), plan, skip)
+                      args.server_python or sys.executable, plan, skip)
         results += serving_checks(setup)
     results.append(guarded("training", skip, lambda: run_crash_resume(
         workdir / "training", plan.train_per_class, plan.train_epochs)))

@@ -71,8 +71,8 @@ export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir
 export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
 	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
-serve: setup ## serve the latest exported models on PORT with MindSpore Lite
-	$(PY_LITE) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+serve: setup ## serve the latest exported models on PORT (front in .venv, MindSpore Lite in a .venv-lite worker)
+	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 classify: setup ## classify IMAGES (default data/photos/*) with the server at TARGET (default 127.0.0.1:PORT)
 	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)

@@ -9,20 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError
+from serving.workers.interpreters import LITE_PYTHON_ENV, lite_python
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LITE_PYTHON_ENV = "GENET_LITE_PYTHON"
 LITE_TIMEOUT_S = 900
-
-
-def lite_python():
-    """The Lite interpreter: $GENET_LITE_PYTHON, else .venv-lite/bin/python in the repository."""
-    configured = os.environ.get(LITE_PYTHON_ENV)
-    if configured:
-        return Path(configured)
-    return REPO_ROOT / ".venv-lite" / "bin" / "python"
 
 
 def lite_unavailable_reason():

@@ -23,8 +23,8 @@ step "4/6 export: $checkpoint -> models/"
 make --no-print-directory export CKPT="$checkpoint" | tee reports/demo-export.log
 version_dir=$(tail -n 1 reports/demo-export.log)
 
-step "5/6 serve on 127.0.0.1:$PORT (MindSpore Lite) and classify photos and Fashion-MNIST images"
-.venv-lite/bin/python -m serving --model-repository models --port "$PORT" \
+step "5/6 serve on 127.0.0.1:$PORT (MindSpore Lite in a worker) and classify photos and Fashion-MNIST images"
+.venv/bin/python -m serving --model-repository models --port "$PORT" \
   --metrics-port "$METRICS_PORT" > reports/demo-server.log 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT

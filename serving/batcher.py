@@ -1,17 +1,20 @@
-"""The dynamic batcher: merges images of concurrent requests into batches for one inference thread.
+"""The dynamic batcher: merges images of concurrent requests into batches for the inference threads.
 
 Each request gets a future. The batching task takes queued images until the batch is full or
 the oldest waiting image has waited `max_delay_s` (measured with `time.monotonic()`), drops work
-whose caller cancelled or whose deadline passed, and runs the batch on the inference thread.
+whose caller cancelled or whose deadline passed, and runs the batch on an inference thread. Up to
+`concurrency` batches run at once (one per inference worker); while all run, the queue fills.
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
 overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything: `admit()` holds the
 capacity while the caller prepares its images and submits them through the ticket it yields.
 
 Failures: a batch whose inference raises is re-run in halves, split between requests, until the
-failing request is alone: only it fails (INTERNAL). An inference call that does not return within
-`inference_timeout_s` cannot be interrupted (the thread is stuck in the runtime), so it ends the
-batching task. If the task ends other than by close() (that, or a bug), every waiter fails, new
-work is refused and `on_failure` is called: the model version is out of service.
+failing request is alone: only it fails (INTERNAL). A batch whose inference raises a ServingError
+failed as a whole (its worker died or hung: serving.workers.pool) and fails with it, unretried.
+An inference call that does not return within `inference_timeout_s` cannot be interrupted (the
+thread is stuck in an in-process runtime), so it ends the batching task. If the task ends other
+than by close() (that, or a bug), every waiter fails, new work is refused and `on_failure` is
+called: the model version is out of service.
 """
 from __future__ import annotations
 
@@ -77,11 +80,11 @@ Slot = Tuple[_Work, int]  # one image of a batch: its request and its index in t
 
 
 class DynamicBatcher:
-    """Collects images into batches of at most `max_batch_size` and runs them one at a time."""
+    """Collects images into batches of at most `max_batch_size` and runs up to `concurrency` at once."""
 
     def __init__(self, predict: PredictFn, executor: Executor, *, max_batch_size: int, max_delay_s: float,
                  max_queue_images: int, metrics: ServingMetrics, inference_timeout_s: Optional[float] = None,
-                 on_failure: Optional[Callable[[], None]] = None) -> None:
+                 on_failure: Optional[Callable[[], None]] = None, concurrency: int = 1) -> None:
         self._predict = predict
         self._executor = executor
         self.max_batch_size = max_batch_size
@@ -97,8 +100,10 @@ class DynamicBatcher:
         self._closing = False
         self._task: Optional[asyncio.Task] = None
         self._failure: Optional[ServingError] = None
-        self._batch: List[Slot] = []  # the batch being computed
-        self._inference: Optional[Future] = None  # the latest inference call on the executor
+        self._slots = asyncio.Semaphore(concurrency)  # batches computing at once (one per idle worker)
+        self._computing: Dict[asyncio.Task, List[Slot]] = {}  # the batches being computed
+        self._batch_error: Optional[BaseException] = None  # what ended a batch's task (a timeout, or a bug)
+        self._inferences: Set[Future] = set()  # inference calls on the executor not yet returned
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -113,7 +118,7 @@ class DynamicBatcher:
     @property
     def inference_running(self) -> bool:
         """True while an inference call has not returned (after a timeout: stuck in the runtime)."""
-        return self._inference is not None and not self._inference.done()
+        return any(not inference.done() for inference in self._inferences)
 
     @contextmanager
     def admit(self, images: int, deadline: Optional[float] = None) -> Iterator[Ticket]:
@@ -188,16 +193,35 @@ class DynamicBatcher:
         while True:
             if not self._queue:
                 if self._closing and self._admitted == 0:
-                    return
+                    break
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._wait_for_batch()
-            self._batch = self._take_batch()
-            if self._batch:
-                self._metrics.batch_size.observe(len(self._batch))
-                await self._compute(self._batch)
-            self._batch = []
+            await self._slots.acquire()  # the queue goes on filling while every slot computes
+            batch = self._take_batch()
+            if batch:
+                self._start_batch(batch)
+            else:
+                self._slots.release()
+        if self._computing:
+            await asyncio.wait(list(self._computing))
+
+    def _start_batch(self, batch: List[Slot]) -> None:
+        """Compute `batch` in a task of its own; the slot is free again when it ends."""
+        self._metrics.batch_size.observe(len(batch))
+        task = asyncio.get_running_loop().create_task(self._compute(batch))
+        self._computing[task] = batch
+        self._metrics.batches_in_flight.observe(len(self._computing))
+        task.add_done_callback(self._on_batch_done)
+
+    def _on_batch_done(self, task: asyncio.Task) -> None:
+        """Free the batch's slot; a batch task that raised (a timed-out call, or a bug) ends the batching task."""
+        del self._computing[task]
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None and self._batch_error is None:
+            self._batch_error = task.exception()
+            self._task.cancel()
 
     async def _wait_for_batch(self) -> None:
         """Wait until a full batch is queued or the oldest image has waited max_delay_s."""
@@ -255,6 +279,10 @@ class DynamicBatcher:
             outputs = await self._infer([work.arrays[index] for work, index in batch])
         except InferenceTimeout:
             raise  # the inference thread is stuck: nothing can run after this call
+        except ServingError as error:  # the batch failed as a whole (e.g. its worker died): no retry
+            LOG.error("a batch of %d images failed: %s", len(batch), error)
+            self._fail(batch, error)
+            return
         except Exception as error:
             reraise_cancellation(error)
             await self._isolate(batch, error)
@@ -265,9 +293,11 @@ class DynamicBatcher:
     async def _infer(self, arrays: List[np.ndarray]) -> np.ndarray:
         """The model's rows for `arrays`, computed on the inference thread within inference_timeout_s."""
         started = time.monotonic()
-        self._inference = self._executor.submit(self._predict, arrays)
+        inference = self._executor.submit(self._predict, arrays)
+        self._inferences.add(inference)
+        inference.add_done_callback(self._inferences.discard)
         try:
-            outputs = await asyncio.wait_for(asyncio.wrap_future(self._inference), self.inference_timeout_s)
+            outputs = await asyncio.wait_for(asyncio.wrap_future(inference), self.inference_timeout_s)
         except asyncio.TimeoutError:
             LOG.error("an inference call on %d images did not return within %.1f s (--inference-timeout-s): "
                       "its thread is stuck in the runtime; this model version is out of service",
@@ -316,8 +346,10 @@ class DynamicBatcher:
 
     def _on_task_done(self, task: asyncio.Task) -> None:
         """If the batching task ended other than by close() finishing, fail every waiter and go out of service."""
-        error = None if task.cancelled() else task.exception()
-        if task.cancelled():
+        error = self._batch_error or (None if task.cancelled() else task.exception())
+        for computing in list(self._computing):
+            computing.cancel()  # their rows are never delivered: every waiter fails below
+        if error is None and task.cancelled():
             self._failure = Unavailable("the model version stopped before this request was computed")
         elif isinstance(error, ServingError):
             self._failure = error
@@ -327,12 +359,13 @@ class DynamicBatcher:
             return
         LOG.error("the batching task stopped: %s; failing %d waiting requests", self._failure, len(self._waiting),
                   exc_info=None if isinstance(error, ServingError) else error)
-        for work in self._waiting | set(self._queue) | {work for work, _ in self._batch}:
+        computing = {work for batch in self._computing.values() for work, _ in batch}
+        for work in self._waiting | set(self._queue) | computing:
             if not work.future.done():
                 work.future.set_exception(self._failure)
             work.ticket.release()  # what is left of it: released exactly once
         self._queue.clear()
-        if self._on_failure is not None and not task.cancelled():
+        if self._on_failure is not None and (self._batch_error is not None or not task.cancelled()):
             self._on_failure()
 
 

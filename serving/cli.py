@@ -1,8 +1,8 @@
 """Command line of the server: flags generated from Settings, preflight checks, signal handling.
 
 SIGTERM/SIGINT shut down gracefully; SIGHUP scans the model repository for new versions at once.
-An inference thread still running at the end (a call that never returned, a load abandoned at
-shutdown) cannot be interrupted and would hold the interpreter's exit: the process leaves without it.
+An inference thread still running at the end (a load abandoned at shutdown, waiting on its worker)
+would hold the interpreter's exit: the process leaves without it, and the worker dies with it.
 """
 from __future__ import annotations
 

@@ -42,6 +42,14 @@ class ServingMetrics:
                                      registry=reg)
         self.inference_failures = Counter("genet_inference_failures", "Requests failed because inference "
                                           "raised on their images alone", registry=reg)
+        self.batches_in_flight = Histogram("genet_batches_in_flight", "Batches computing at once (on separate "
+                                           "workers, --instances), observed as each batch starts",
+                                           buckets=batch_size_buckets(64), registry=reg)
+        self.worker_restarts = Counter("genet_worker_restarts", "Inference workers restarted, by why the previous "
+                                       "one ended (died: exited or killed; timeout: hung past --inference-timeout-s "
+                                       "and killed; error: broke the protocol)", ["reason"], registry=reg)
+        self.workers_alive = Gauge("genet_workers_alive", "Inference workers loaded and serving, by model version",
+                                   ["version"], registry=reg)
         self.model_ready = Gauge("genet_model_ready", "1 when the served model is loaded, warm and in service",
                                  registry=reg)
         ProcessCollector(registry=reg)  # process_cpu_seconds_total, memory, open fds (Linux)

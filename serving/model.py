@@ -1,4 +1,4 @@
-"""One served model version: manifest, preprocessor, backend on its own inference thread, batcher.
+"""One served model version: manifest, preprocessor, inference workers (serving.workers.pool), batcher.
 
 Callers use the version through ServedModel's methods (admit, preprocess, labels, description),
 never through its parts.
@@ -9,37 +9,34 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from modelrepo.manifest import Manifest, ModelFile
-from serving.backends import Backend, create_backend
 from serving.batcher import DynamicBatcher, Ticket
-from serving.faults import with_faults
 from serving.manifest import served_file
 from serving.metrics import ServingMetrics
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
-from serving.verify import private_copy
+from serving.workers.pool import WorkerPool
 
 LOG = logging.getLogger(__name__)
 INFERENCE_THREAD_PREFIX = "inference-v"
 
 
 class ServedModel:
-    """A loaded, warmed model version; not `ready` until registered, once it drains, or if its batcher failed."""
+    """A loaded, warmed model version; not `ready` until registered, once it drains, if its batcher failed, or
+    while none of its workers is alive."""
 
-    def __init__(self, manifest: Manifest, model_file: ModelFile, backend: Backend, executor: ThreadPoolExecutor,
-                 batcher: DynamicBatcher, preprocessor: Preprocessor) -> None:
+    def __init__(self, manifest: Manifest, model_file: ModelFile, workers: WorkerPool, batcher: DynamicBatcher,
+                 preprocessor: Preprocessor) -> None:
         self.manifest = manifest
         self._model_file = model_file
-        self._backend = backend
+        self._workers = workers
         self._batcher = batcher
         self._preprocessor = preprocessor
         self._accepting = False
-        self._executor = executor
         self._released: Optional[asyncio.Future] = None
 
     @property
@@ -79,13 +76,13 @@ class ServedModel:
                               "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
                               "color_space": pre.color_space},
             "model_format": self._model_file.format, "model_sha256": self._model_file.sha256,
-            "runtime_version": self._backend.runtime_version,
+            "runtime_version": self._workers.runtime_version,
         }
 
     @property
     def ready(self) -> bool:
-        """True while the version takes requests: registered, not closing, its batcher alive."""
-        return self._accepting and not self._batcher.failed
+        """True while the version takes requests: registered, not closing, its batcher and a worker alive."""
+        return self._accepting and not self._batcher.failed and self._workers.alive > 0
 
     @ready.setter
     def ready(self, accepting: bool) -> None:
@@ -104,14 +101,12 @@ class ServedModel:
         await asyncio.shield(self._released)
 
     async def _release(self) -> None:
-        """Close the runtime on its thread, unless that thread is stuck in an inference call."""
+        """Stop the workers once their batches are done; kill them if one still computes after the drain."""
         if self._batcher.inference_running:
-            LOG.error("model %s version %s: an inference call never returned; abandoning its thread and runtime",
+            LOG.error("model %s version %s: an inference call is still running after the drain: killing the workers",
                       self.manifest.name, self.version)
-            self._executor.shutdown(wait=False)
-            return
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.close)
-        self._executor.shutdown(wait=True)
+            self._workers.kill()
+        await self._workers.close()
 
 
 def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -120,44 +115,34 @@ def _tensor_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def running_inference_threads() -> List[str]:
-    """Inference threads still alive once every model is closed: stuck in a call, or an abandoned load."""
+    """Inference threads still alive once every model is closed: an abandoned load, whose workers die with them."""
     return [thread.name for thread in threading.enumerate() if thread.name.startswith(INFERENCE_THREAD_PREFIX)]
 
 
 async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMetrics,
                      on_failure: Optional[Callable[[], None]] = None) -> ServedModel:
-    """Build the backend on a new inference thread, warm it up and start the batcher (not yet ready).
+    """Start and warm up the version's workers, start the batcher (not yet ready).
 
-    `on_failure` is called if the version goes out of service (its batcher failed).
+    `on_failure` is called when the version may have gone out of service or back (its batcher failed,
+    its last live worker was lost, a worker came back).
     """
     model_file = served_file(manifest, settings.backend)
-    predict = with_faults(lambda arrays: backend.predict(np.stack(arrays)))
-    # Runtimes may tie state to the creating thread: build, warm and run on the same one.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INFERENCE_THREAD_PREFIX + manifest.version)
-    loop = asyncio.get_running_loop()
+    pool = WorkerPool(model_file, settings, metrics, manifest.version, INFERENCE_THREAD_PREFIX + manifest.version,
+                      on_failure or (lambda: None))
     try:
         started = time.monotonic()
         preprocessor = Preprocessor(manifest.preprocessing, settings.max_image_pixels)
-        sample = preprocessor.transform(np.full((1, 1, 3), 128, np.uint8))
-        backend = await loop.run_in_executor(executor, _build_and_warm, model_file, settings, sample)
+        await pool.start(preprocessor.transform(np.full((1, 1, 3), 128, np.uint8)))
     except BaseException:  # cancelled (shutdown) or failed: a warm-up still running is left to finish
-        executor.shutdown(wait=False)
+        pool.abandon()
         raise
-    LOG.info("model %s version %s loaded and warm in %.1f s (%s, %s)", manifest.name, manifest.version,
-             time.monotonic() - started, settings.backend, settings.device)
-    batcher = DynamicBatcher(predict, executor,
+    LOG.info("model %s version %s loaded and warm in %.1f s (%s, %s, %d worker%s)", manifest.name, manifest.version,
+             time.monotonic() - started, settings.backend, settings.device, settings.instances,
+             "s" if settings.instances > 1 else "")
+    # The workers enforce --inference-timeout-s: a hung one is killed and only its batch fails.
+    batcher = DynamicBatcher(pool.predict, pool.batch_threads,
                              max_batch_size=settings.max_batch_size, max_delay_s=settings.max_queue_delay_s,
                              max_queue_images=settings.max_queue_size, metrics=metrics,
-                             inference_timeout_s=settings.inference_timeout_s, on_failure=on_failure)
+                             on_failure=on_failure, concurrency=settings.instances)
     batcher.start()
-    return ServedModel(manifest, model_file, backend, executor, batcher, preprocessor)
-
-
-def _build_and_warm(model_file: ModelFile, settings: Settings, sample: np.ndarray) -> Backend:
-    """Build the backend from a checked private copy of the file and warm it up (which builds every
-    batch size it will run), so the runtime never reads the repository's file itself."""
-    with private_copy(model_file) as copy:
-        backend = create_backend(settings.backend, copy, device=settings.device, device_id=settings.device_id,
-                                 threads=settings.threads)
-        backend.warm_up(sample, settings.max_batch_size)
-    return backend
+    return ServedModel(manifest, model_file, pool, batcher, preprocessor)

@@ -3,8 +3,8 @@
 Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> SERVING, with
 the repository watcher swapping in new versions (`serving.reload`) -> (stop requested) stop the
 watcher, NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period ->
-release the models. If the latest version goes out of service (an inference call that never
-returned, a failed batcher), health turns NOT_SERVING. TLS and token authentication (`serving.tls`,
+release the models. While the latest version is out of service (no live inference worker, or a
+failed batcher), health is NOT_SERVING. TLS and token authentication (`serving.tls`,
 `serving.auth`) wrap every service.
 """
 from __future__ import annotations

@@ -55,7 +55,10 @@ class Settings:
     backend: str = _doc("Inference runtime: mslite (MindSpore Lite, .ms) or mindspore (MINDIR).", "mslite")
     device: str = _doc("Device to run on: cpu, ascend or gpu (fails at start if absent).", "cpu")
     device_id: int = _doc("Index of the Ascend or GPU device.", 0)
-    threads: int = _doc("Inference threads of the runtime (CPU).", 2)
+    threads: int = _doc("Inference threads of the runtime in each worker (CPU).", 2)
+    instances: int = _doc(
+        "Inference worker processes per loaded model version; each computes one batch at a time, so up to "
+        "this many batches run at once. Each holds its own copy of the runtime and model in memory.", 1)
     max_batch_size: int = _doc("Most images merged into one inference call.", 8)
     max_queue_delay_ms: float = _doc(
         "Longest an image waits for its batch to fill before the batch runs anyway.", 5.0)
@@ -78,9 +81,9 @@ class Settings:
         "On SIGTERM/SIGINT: seconds to finish queued and in-flight requests before they are cancelled.",
         30.0)
     inference_timeout_s: float = _doc(
-        "Longest one inference call may run. A call still running then fails its requests with UNAVAILABLE "
-        "and takes its model version out of service (health NOT_SERVING): a runtime stuck in a native call "
-        "cannot be interrupted, so the process must be restarted. Far above any batch's normal time.", 60.0)
+        "Longest one inference call may run. A worker still computing then is killed and replaced; only its "
+        "batch fails (UNAVAILABLE). Also the longest a batch waits for a worker while every one restarts. "
+        "Far above any batch's normal time.", 60.0)
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING or ERROR.", "INFO")
 
     def __post_init__(self) -> None:
@@ -90,7 +93,7 @@ class Settings:
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_concurrent_rpcs",
                      "max_images_per_request",
-                     "max_image_pixels", "workers", "threads", "keep_versions"):
+                     "max_image_pixels", "workers", "threads", "instances", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError("{} must be at least 1, got {}".format(_flag(name), getattr(self, name)))
         for name in ("port", "metrics_port", "device_id"):

@@ -54,7 +54,7 @@ class ServerProcess:
                  credentials: Optional[grpc.ChannelCredentials] = None) -> None:
         self.args = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args]
         self.log_path = Path(log_path)
-        self.python = python or default_server_python(self.arg("--backend") or "mslite")
+        self.python = python or sys.executable  # the front runs in .venv for every backend (docs/workers.md)
         self.process: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
         self.metrics_url: Optional[str] = None

@@ -2,8 +2,9 @@
 
     python -m clients.stress [--quick] [--model-repository DIR] [--skip CHECK ...] [--report reports/stress.json]
 
-Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), cancellation and
-flood (each on a server of its own), training (kill -9 and resume). Each check's module documents what it asserts and
+Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), cancellation,
+flood and workers (worker-crash and worker-hang: each on a server of its own), training (kill -9 and
+resume). Each check's module documents what it asserts and
 the margins of its timed bounds. Exit status 0 when every check that ran passed and no request was
 lost, 1 otherwise.
 """
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from clients.benchmark.servers import default_server_python
 from clients.stress.crash_resume import run_crash_resume
 from clients.stress.plan import FULL, QUICK
 from clients.stress.report import format_table, totals, write_report
@@ -26,7 +26,7 @@ from clients.stress.results import CheckResult
 from clients.stress.serving_checks import MAIN_SERVER_CHECKS, Setup, guarded, serving_checks
 
 logger = logging.getLogger("clients.stress")
-CHECKS = (*MAIN_SERVER_CHECKS, "cancellation", "flood", "training")
+CHECKS = (*MAIN_SERVER_CHECKS, "cancellation", "flood", "workers", "training")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -37,7 +37,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--model-repository", type=Path, help="repository whose latest version is served (copied "
                         "into the work folder); default: export a tiny random-init model")
     parser.add_argument("--backend", choices=("mslite", "mindspore"), default="mslite")
-    parser.add_argument("--server-python", help="interpreter of the servers (default: the backend's environment)")
+    parser.add_argument("--server-python", help="interpreter of the servers' front (default: this one; each "
+                        "backend runs in its worker's environment)")
     parser.add_argument("--skip", action="append", default=[], choices=CHECKS, help="leave out a check (repeatable)")
     parser.add_argument("--workdir", type=Path, help="folder for models, logs and the training run, kept "
                         "(default: a temporary folder, removed unless a check failed)")
@@ -53,7 +54,7 @@ def run_checks(args: argparse.Namespace, workdir: Path) -> List[CheckResult]:
     if not set(CHECKS[:-1]) <= skip:
         repository = prepare_served_repository(workdir, args.model_repository)
         setup = Setup(repository, only_model_name(repository), workdir / "logs", args.backend,
-                      args.server_python or default_server_python(args.backend), plan, skip)
+                      args.server_python or sys.executable, plan, skip)
         results += serving_checks(setup)
     results.append(guarded("training", skip, lambda: run_crash_resume(
         workdir / "training", plan.train_per_class, plan.train_epochs)))

@@ -29,9 +29,10 @@ FLOOD_LIMIT = 4
 FLOOD_CALLS = 48
 FLOOD_CHANNELS = 2
 TIMEOUT_S = 60.0
-RSS_COPIES_PER_STREAM = 5
-"""Messages' worth of memory one received stream may cost: measured 4 (gRPC's receive buffer, the
-bytes Python parses, the image field, allocator slack; serving/README.md), plus one of margin."""
+RSS_COPIES_PER_STREAM = 7
+"""Messages' worth of memory one received stream may cost: measured 4 with grpcio 1.62 (gRPC's receive
+buffer, the bytes Python parses, the image field, allocator slack; serving/README.md) and 5.8-6.1 with
+grpcio 1.85, the front's since it runs in .venv (Python 3.11), plus one of margin."""
 REFUSED_STREAM = "RST_STREAM with error code 7"
 FLOOD_OPTIONS = ("--max-message-mb", str(MESSAGE_MB), "--max-images-per-request", "1", "--workers", "1",
                  "--threads", "1")

@@ -24,6 +24,8 @@ class Plan:
     """Load rate during the SIGTERM check as a multiple of the capacity (above 1: the queue stays full)."""
     flood_compare: bool
     """Also flood a server without an effective --max-concurrent-rpcs, for the report (one more server start)."""
+    worker_fault_s: float
+    """Seconds of load around each worker fault (kill -9, hang)."""
     train_per_class: int
     """Fashion-MNIST training images per class of the tiny run killed with SIGKILL."""
     train_epochs: int
@@ -32,7 +34,7 @@ class Plan:
 
 FULL = Plan(corpus_rounds=10, capacity_s=10.0, overload_s=30.0, overload_factor=4.0, reload_s=20.0,
             sigterm_before_s=5.0, sigterm_after_s=3.0, sigterm_factor=1.5, flood_compare=True,
-            train_per_class=48, train_epochs=4)
+            worker_fault_s=6.0, train_per_class=48, train_epochs=4)
 QUICK = Plan(corpus_rounds=4, capacity_s=3.0, overload_s=8.0, overload_factor=4.0, reload_s=8.0,
              sigterm_before_s=2.0, sigterm_after_s=2.0, sigterm_factor=1.5, flood_compare=False,
-             train_per_class=32, train_epochs=3)
+             worker_fault_s=3.0, train_per_class=32, train_epochs=3)

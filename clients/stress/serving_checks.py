@@ -2,8 +2,8 @@
 
 The main server takes, in order: the bad-input corpus, capacity and overload, a hot reload under
 load, and SIGTERM under load (which ends it). The cancellation check needs batches that wait
-seconds for company, and the flood of large requests a low --max-concurrent-rpcs, so each gets
-a server of its own.
+seconds for company, the flood of large requests a low --max-concurrent-rpcs, and the worker
+faults two workers and a short inference timeout, so each gets a server of its own.
 """
 import logging
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from clients.stress.plan import Plan
 from clients.stress.reload import RELOAD_OPTION, run_reload
 from clients.stress.results import CheckResult
 from clients.stress.shutdown import run_sigterm
+from clients.stress.worker_faults import run_worker_faults
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,20 @@ def serving_checks(setup: Setup) -> List[CheckResult]:
     results.append(guarded("cancellation", setup.skip, lambda: cancellation_check(setup)))
     results.append(guarded("flood", setup.skip, lambda: run_flood(
         setup.repository, setup.backend, setup.python, setup.log_dir, compare=setup.plan.flood_compare)))
-    return results
+    return results + worker_fault_checks(setup)
+
+
+def worker_fault_checks(setup: Setup) -> List[CheckResult]:
+    """worker-crash and worker-hang (skipped together with --skip workers), each reported even if the other crashed."""
+    names = ("worker-crash", "worker-hang")
+    if "workers" in setup.skip:
+        return [CheckResult(name, skipped="skipped (--skip workers)") for name in names]
+    try:
+        return run_worker_faults(setup.repository, setup.backend, setup.python, setup.log_dir,
+                                 setup.plan.worker_fault_s)
+    except Exception as error:  # e.g. the server did not start
+        logger.exception("the worker fault checks crashed")
+        return [CheckResult(name, failures=["crashed: {}: {}".format(type(error).__name__, error)]) for name in names]
 
 
 def _raise(error: Exception) -> CheckResult:

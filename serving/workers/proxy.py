@@ -12,20 +12,17 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from serving.backends import Backend, BackendError
 from modelrepo.manifest import ModelFile
+from serving.workers.interpreters import LITE_PYTHON_ENV, REPO_ROOT, worker_python
 from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, ProtocolError, deadline_after, enlarge_pipe
 
 LOG = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LITE_PYTHON_ENV = "GENET_LITE_PYTHON"
 CLOSE_TIMEOUT_S = 30.0
 # Errors the front re-raises as themselves; any other class arrives as a WorkerError naming it.
 REMOTE_ERRORS = {"BackendError": BackendError, "ValueError": ValueError}
@@ -45,13 +42,6 @@ class WorkerDied(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """The worker did not answer within the call's timeout and was killed."""
-
-
-def worker_python(backend: str) -> str:
-    """The interpreter of `backend`'s worker: for mslite $GENET_LITE_PYTHON, else .venv-lite's; this one otherwise."""
-    if backend == "mslite":
-        return os.environ.get(LITE_PYTHON_ENV) or str(REPO_ROOT / ".venv-lite" / "bin" / "python")
-    return sys.executable
 
 
 class WorkerBackend(Backend):
@@ -110,6 +100,12 @@ class WorkerBackend(Backend):
                 LOG.warning("the %s worker did not close cleanly (%s): killing it", self.backend, error)
             finally:
                 self._discard()
+
+    def kill(self) -> None:
+        """SIGKILL the worker now, from any thread, even during a call (which then raises WorkerDied)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
 
     def restart(self) -> None:
         """Replace the worker (killing any running one) by a fresh one, loaded and warmed up as before."""

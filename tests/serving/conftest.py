@@ -59,7 +59,7 @@ def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
 
 
 def start_server(backend: str, model_repository: Path, log_dir: Path, extra_args: List[str] = ()) -> ServerProcess:
-    """A started server process of `backend` (mslite in .venv-lite, mindspore in .venv), SERVING."""
+    """A started server process (the front in .venv; the backend in its worker: Lite in .venv-lite), SERVING."""
     args = ["--model-repository", str(model_repository), "--backend", backend, *SERVER_ARGS, *extra_args]
     log_path = log_dir / "server-{}.log".format(len(list(log_dir.glob("server-*.log"))))
     return ServerProcess(args, log_path, startup_timeout_s=180).start()
@@ -67,7 +67,7 @@ def start_server(backend: str, model_repository: Path, log_dir: Path, extra_args
 
 @pytest.fixture(scope="session")
 def mslite_server(model_repository, tmp_path_factory):
-    """The shared MindSpore Lite server (.venv-lite, Python 3.7)."""
+    """The shared MindSpore Lite server (its worker in .venv-lite, Python 3.7)."""
     server = start_server("mslite", model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
@@ -75,7 +75,7 @@ def mslite_server(model_repository, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mindspore_server(model_repository, tmp_path_factory):
-    """The shared MindSpore server (.venv, MINDIR through GraphCell)."""
+    """The shared MindSpore server (its worker in .venv, MINDIR through GraphCell)."""
     server = start_server("mindspore", model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()

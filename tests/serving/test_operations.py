@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
+from clients.benchmark.servers import REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from serving import cli
 from serving.server import Security
@@ -130,7 +131,7 @@ def test_health_is_not_serving_until_the_model_is_warm(mindspore_server):
     assert mindspore_server.health_seen[-1] == SERVING
 
 
-def run_cli(*args, python=LITE_PYTHON):
+def run_cli(*args, python=sys.executable):
     """Run `python -m serving ARGS` to completion (for start-up failures)."""
     return subprocess.run([str(python), "-m", "serving", *args], cwd=str(REPO_ROOT), capture_output=True,
                           text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))

@@ -28,9 +28,10 @@ def build_parser():
                         help="export a seeded random-initialised network (needs --config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
     parser.add_argument("--calibrate-bn", nargs="?", const=True, type=Path, metavar="FOLDER",
-                        help="with --random-init: set the BatchNorm statistics from the images of "
-                             "FOLDER (default: the bundled photographs verification uses) by one "
-                             "train-mode pass, so activations and logits are realistic")
+                        help="with --random-init: set every BatchNorm's statistics to those of its "
+                             "input on the images of FOLDER (default: the bundled photographs "
+                             "verification uses), so activations and logits are realistic; write "
+                             "--calibrate-bn=FOLDER or put it before another option")
     parser.add_argument("--config", type=Path,
                         help="training config (default: config.yaml beside the checkpoint)")
     parser.add_argument("--labels", type=Path,

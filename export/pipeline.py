@@ -14,6 +14,9 @@ from modelrepo.manifest import write_labels, write_manifest
 from training.config import load_config
 from training.presets import EvalPreset
 
+CALIBRATION_IMAGES = 32
+"""Most images BatchNorm calibration uses (they run as one batch)."""
+
 
 @dataclass(frozen=True)
 class ExportRequest:
@@ -114,7 +117,8 @@ def _network(request, model_cfg, params):
         source = {"path": None, "sha256": "random-init", "seed": request.seed}
         if not request.calibrate_bn:
             return random_network(model_cfg, request.seed), source
-        images, described = preprocessed_images(model_cfg.image_size, request.calibration_images)
+        images, described = preprocessed_images(model_cfg.image_size, request.calibration_images,
+                                                limit=CALIBRATION_IMAGES)
         source["bn_calibration"] = described
         return random_network(model_cfg, request.seed, images), source
     network = load_network(model_cfg, params, request.ckpt)

@@ -23,14 +23,14 @@ def verification_batches(image_size, batch_sizes, image_dir=None):
     return batches, description
 
 
-def preprocessed_images(image_size, image_dir=None):
-    """The images of `image_dir` (default: the bundled photographs) through the eval preset, as
-    one NCHW float32 array, and a description of them."""
-    named = _folder_jpegs(image_dir) if image_dir else _skimage_jpegs()
+def preprocessed_images(image_size, image_dir=None, limit=None):
+    """The images of `image_dir` (default: the bundled photographs; the first `limit` when given)
+    through the eval preset, as one NCHW float32 array, and a description of them."""
+    named = (_folder_jpegs(image_dir) if image_dir else _skimage_jpegs())[:limit]
     preset = EvalPreset(image_size=image_size)
     images = np.stack([np.asarray(preset(data), dtype=np.float32) for _, data in named])
     source = f"{image_dir}" if image_dir else "scikit-image photographs"
-    description = (f"{len(images)} JPEG images from {source} "
+    description = (f"{len(images)} images from {source} "
                    f"({', '.join(name for name, _ in named)}) through "
                    f"EvalPreset(image_size={image_size})")
     return images, description

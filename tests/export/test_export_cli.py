@@ -143,3 +143,19 @@ def test_checkpoint_whose_logits_overflow_is_refused_naming_the_layer(tmp_path, 
     assert "weights are broken, e.g. by diverged training" in last
     assert "diff" not in last
     assert list((tmp_path / "models" / "tiny").iterdir()) == []
+
+
+def test_calibrate_bn_on_a_folder_is_recorded_in_the_manifest(tmp_path, tiny_config, export_cli):
+    from PIL import Image
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee", "rocket"):
+        Image.fromarray(getattr(data, name)()).save(photos / f"{name}.jpg")
+    result = export_cli("--random-init", f"--calibrate-bn={photos}", "--config", tiny_config,
+                        "--repository", tmp_path / "models", "--formats", "mindir")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "manifest.json").read_text())
+    assert manifest["source_checkpoint"]["bn_calibration"] == (
+        f"2 images from {photos} (coffee.jpg, rocket.jpg) through EvalPreset(image_size=32)")

@@ -22,9 +22,9 @@ from typing import Callable, Deque, Dict, List, Set
 
 import numpy as np
 
+from modelrepo.manifest import ModelFile
 from serving.backends import BackendError
 from serving.errors import Unavailable
-from serving.manifest import ModelFile
 from serving.metrics import ServingMetrics
 from serving.settings import Settings
 from serving.verify import private_copy

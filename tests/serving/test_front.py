@@ -14,10 +14,10 @@ import pytest
 
 from clients.benchmark.servers import REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
+from runtime_env import lite_python
 from serving.dataplane import rank
 from serving.manifest import read_manifest
 from serving.preprocessing import Preprocessor
-from serving.workers.interpreters import lite_python
 from tests.serving.conftest import start_server
 
 RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite")

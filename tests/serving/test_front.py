@@ -14,9 +14,9 @@ import pytest
 
 from clients.benchmark.servers import REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
+from modelrepo.manifest import read_manifest
 from runtime_env import lite_python
 from serving.dataplane import rank
-from serving.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from tests.serving.conftest import start_server
 
@@ -25,11 +25,12 @@ RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite")
 IN_PROCESS = """
 import sys
 import numpy as np
+from modelrepo.manifest import read_manifest
 from serving.backends import create_backend
-from serving.manifest import read_manifest
+from serving.manifest import served_file
 
 version_dir, tensors, out, max_batch_size = sys.argv[1:5]
-backend = create_backend("mslite", read_manifest(version_dir).model_file("mslite"), device="cpu", device_id=0,
+backend = create_backend("mslite", served_file(read_manifest(version_dir), "mslite"), device="cpu", device_id=0,
                          threads=1)
 batch = np.load(tensors)
 backend.warm_up(batch[0], int(max_batch_size))

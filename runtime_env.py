@@ -1,11 +1,19 @@
-"""The process environment MindSpore and protobuf need, set in one place by every package's __init__.
+"""The runtime environment, in one place for every package: the process variables MindSpore and protobuf
+need (set by every package's __init__), and which interpreter runs which runtime.
 
 Standard library only, Python 3.7 compatible: both environments (.venv and .venv-lite) import it.
 Both variables are read once, when their library first loads, so `configure()` runs before any
 import of mindspore, protobuf or grpc; a value already in the environment is kept.
+MindSpore Lite lives only in .venv-lite (Python 3.7), never in a .venv process: `backend_python`
+is the one owner of that rule, used by the serving workers, the offline baseline the benchmark
+starts, and the export's Lite tool.
 """
 import os
+import sys
+from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent
+LITE_PYTHON_ENV = "GENET_LITE_PYTHON"
 RUNTIME_ENVIRONMENT = {
     # oneDNN (in MindSpore, and shipped with MindSpore Lite) otherwise picks reference kernels for
     # 3x3/7x7 convolutions on AVX-512 CPUs: 25-100x slower.
@@ -20,3 +28,13 @@ def configure() -> None:
     """Set each runtime variable this process has not set itself (children inherit them)."""
     for name, value in RUNTIME_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+
+
+def lite_python() -> str:
+    """The MindSpore Lite interpreter: $GENET_LITE_PYTHON, else .venv-lite/bin/python in the repository."""
+    return os.environ.get(LITE_PYTHON_ENV) or str(REPO_ROOT / ".venv-lite" / "bin" / "python")
+
+
+def backend_python(backend: str) -> str:
+    """The interpreter that runs `backend`: the Lite one for mslite, this one (a .venv process's) otherwise."""
+    return lite_python() if backend == "mslite" else sys.executable

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError
-from serving.workers.interpreters import LITE_PYTHON_ENV, lite_python
+from runtime_env import LITE_PYTHON_ENV, lite_python
 
 log = logging.getLogger(__name__)
 

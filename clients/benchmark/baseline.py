@@ -1,11 +1,14 @@
-"""The offline baseline: clients.offline run in the backend's own environment, its JSON read back."""
+"""The offline baseline: `python -m serving.offline` run in the backend's own environment, its JSON read back.
+
+The benchmark knows serving only through that command line and the JSON line it prints.
+"""
 import json
 import logging
 import subprocess
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from clients.benchmark.servers import REPO_ROOT, default_server_python
+from runtime_env import REPO_ROOT, backend_python
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +29,13 @@ def run_offline(
 ) -> List[dict]:
     """Offline throughput and latency per batch size of the model in model_dir, without gRPC.
 
-    Runs `python -m clients.offline` with the backend's interpreter (.venv-lite for mslite),
+    Runs `python -m serving.offline` with the backend's interpreter (.venv-lite for mslite),
     so the same runtime and serving's own preprocessing and backend classes are measured.
     expected_sha256 (the server's model_sha256), when given, must match the file measured.
     runtime "onnxruntime" or "openvino" measures that runtime on the version's model.onnx instead
     (at `precision`); `python` must then be an environment that has it.
     """
-    command = [python or default_server_python(backend), "-m", "clients.offline", "--model-dir", str(model_dir),
+    command = [python or backend_python(backend), "-m", "serving.offline", "--model-dir", str(model_dir),
                "--backend", backend, "--device", device, "--device-id", str(device_id),
                "--batch-sizes", ",".join(str(b) for b in sorted(set(batch_sizes))), "--seconds", str(seconds),
                "--runtime", runtime, "--precision", precision]

@@ -26,19 +26,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.benchmark.server_metrics import scrape, value
+from runtime_env import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LITE_PYTHON = REPO_ROOT / ".venv-lite" / "bin" / "python"
 PORT_LINE = re.compile(r"serving on (\S+):(\d+)")
 METRICS_LINE = re.compile(r"metrics on (?:http://)?(\S+?):(\d+)")
 _WILDCARDS = ("0.0.0.0", "[::]", "::", "")
-
-
-def default_server_python(backend: str) -> str:
-    """The interpreter of the backend's environment: .venv-lite for mslite, this one for mindspore."""
-    return str(LITE_PYTHON) if backend == "mslite" else sys.executable
 
 
 class ServerProcess:

@@ -2,7 +2,7 @@
 from collections import Counter
 
 from clients.benchmark.load import Measurement
-from clients.latency import latency_summary
+from latency import latency_summary
 
 
 def summarise(measurement: Measurement) -> dict:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
 from clients.benchmark.load import Measurement, Record
-from clients.latency import latency_summary
+from latency import latency_summary
 
 
 @dataclass

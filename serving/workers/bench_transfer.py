@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from runtime_env import REPO_ROOT, backend_python
 from serving.workers.protocol import Channel, Header, enlarge_pipe
-from serving.workers.proxy import REPO_ROOT, worker_python
 
 SHAPES = ((1, 3, 40, 40), (16, 3, 40, 40), (1, 3, 224, 224), (8, 3, 224, 224))
 MODES = ("pipe", "shm", "header")
@@ -104,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Measure every shape and mode; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=300, help="round trips per shape and mode")
-    parser.add_argument("--python", default=worker_python("mslite"), help="interpreter of the echo worker")
+    parser.add_argument("--python", default=backend_python("mslite"), help="interpreter of the echo worker")
     parser.add_argument("--classes", type=int, default=1000, help="logits per image in the reply")
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import numpy as np
 
 from serving.backends import Backend, BackendError
 from modelrepo.manifest import ModelFile
-from serving.workers.interpreters import LITE_PYTHON_ENV, REPO_ROOT, worker_python
+from runtime_env import LITE_PYTHON_ENV, REPO_ROOT, backend_python
 from serving.workers.protocol import PROTOCOL_VERSION, Channel, Header, ProtocolError, deadline_after, enlarge_pipe
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class WorkerBackend(Backend):
         self.load_request = {"op": "load", "backend": backend, "model_file": dataclasses.asdict(model_file),
                              "device": device, "device_id": device_id, "threads": threads}
         self.timeout_s, self.setup_timeout_s = timeout_s, setup_timeout_s
-        self.python = python or worker_python(backend)
+        self.python = python or backend_python(backend)
         self.stderr = stderr
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen] = None

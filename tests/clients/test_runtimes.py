@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from clients.benchmark.cli import main
-from clients.benchmark.runtimes import RUNTIMES, cpu_description, create_runtime, native_bf16
+from clients.benchmark.runtimes import RUNTIMES, cpu_description, native_bf16
 from modelrepo.manifest import read_manifest
+from serving.onnx_runtimes import RUNTIMES as OFFLINE_RUNTIMES, create_runtime
 from serving.preprocessing import Preprocessor
 
 
@@ -16,6 +17,10 @@ from serving.preprocessing import Preprocessor
 def version_dir(model_repository):
     (manifest,) = model_repository.glob("*/*/manifest.json")
     return manifest.parent
+
+
+def test_the_benchmark_asks_for_the_runtimes_the_offline_baseline_has():
+    assert RUNTIMES == OFFLINE_RUNTIMES  # the names `python -m serving.offline --runtime` accepts
 
 
 def test_openvino_computes_the_logits_of_onnx_runtime_at_several_batch_sizes(version_dir, images):

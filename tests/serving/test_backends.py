@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from clients.benchmark.servers import REPO_ROOT, default_server_python
+from clients.benchmark.servers import REPO_ROOT
+from runtime_env import backend_python
 
 SIZES = (1, 2, 1, 6, 4, 3, 2, 5, 6, 1)
 MAX_BATCH_SIZE = 8
@@ -45,7 +46,7 @@ np.savez(out, alone=alone, exact=exact, padded=in_batches())
 @pytest.mark.parametrize("backend, threads", [("mindspore", 2), ("mslite", 2), ("mslite", 3)])
 def test_logits_do_not_depend_on_the_batch_sizes_run_before(backend, threads, version_dir, tmp_path):
     out = tmp_path / "logits.npz"
-    command = [default_server_python(backend), "-c", SCRIPT, str(version_dir), backend, str(out),
+    command = [backend_python(backend), "-c", SCRIPT, str(version_dir), backend, str(out),
                str(MAX_BATCH_SIZE), str(threads), *map(str, SIZES)]
     completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
+from clients.benchmark.servers import REPO_ROOT
+from runtime_env import lite_python
 
 ACCEPTED = "training's decoder reads JPEG, PNG, BMP, TIFF and PNM"
 REFUSED_PLUGINS = {"WebPImagePlugin": "WebPImageFile", "GifImagePlugin": "GifImageFile",
@@ -94,7 +95,7 @@ def folders(tmp_path_factory):
     return root / "refused", root / "accepted"
 
 
-@pytest.mark.parametrize("python", [sys.executable, str(LITE_PYTHON)], ids=["venv", "venv-lite"])
+@pytest.mark.parametrize("python", [sys.executable, lite_python()], ids=["venv", "venv-lite"])
 def test_refused_formats_never_reach_their_pillow_plugin(python, folders):
     completed = subprocess.run([python, "-c", PROBE, str(folders[0]), str(folders[1]), json.dumps(REFUSED_PLUGINS)],
                                cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120,

@@ -15,10 +15,10 @@ import pytest
 from clients.benchmark.servers import REPO_ROOT
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from modelrepo.manifest import read_manifest
+from runtime_env import lite_python
 from serving.dataplane import rank
 from serving.manifest import served_file
 from serving.preprocessing import Preprocessor
-from serving.workers.interpreters import lite_python
 from tests.serving.conftest import start_server
 
 RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite")
@@ -26,8 +26,8 @@ RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite")
 IN_PROCESS = """
 import sys
 import numpy as np
-from serving.backends import create_backend
 from modelrepo.manifest import read_manifest
+from serving.backends import create_backend
 from serving.manifest import served_file
 
 version_dir, tensors, out, max_batch_size = sys.argv[1:5]

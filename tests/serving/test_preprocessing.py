@@ -16,8 +16,9 @@ from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 from PIL import Image
 
-from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
+from clients.benchmark.servers import REPO_ROOT
 from modelrepo.manifest import read_manifest
+from runtime_env import lite_python
 from serving.decoding import decode_rgb
 from serving.preprocessing import Preprocessor
 from training.presets import EvalPreset
@@ -86,7 +87,7 @@ def lite_env_outputs(version_dir, photos, fmnist_images, mode_images, tmp_path_f
     scratch = tmp_path_factory.mktemp("lite_preprocessing")
     images = {**photos, **fmnist_images, **mode_images}
     np.savez(scratch / "in.npz", **{name: np.frombuffer(data, np.uint8) for name, data in images.items()})
-    completed = subprocess.run([str(LITE_PYTHON), "-c", LITE_SCRIPT, str(version_dir), str(scratch / "in.npz"),
+    completed = subprocess.run([lite_python(), "-c", LITE_SCRIPT, str(version_dir), str(scratch / "in.npz"),
                                 str(scratch / "out.npz")], cwd=str(REPO_ROOT), capture_output=True, text=True,
                                timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -18,8 +18,9 @@ import pytest
 from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 
-from clients.benchmark.servers import LITE_PYTHON, REPO_ROOT
+from clients.benchmark.servers import REPO_ROOT
 from modelrepo.manifest import Preprocessing
+from runtime_env import lite_python
 from serving.preprocessing import Preprocessor, resized_size
 from training.config import load_config
 from training.presets import EvalPreset
@@ -96,7 +97,7 @@ def lite_outputs(mismatch_images, tmp_path_factory):
     preset = next(iter(PRESETS.values()))
     np.savez(scratch / "in.npz", sizes=np.array(sorted(PRESETS)), mean=np.array(preset.mean), std=np.array(preset.std),
              **{name: np.frombuffer(data, np.uint8) for name, data in mismatch_images.items()})
-    completed = subprocess.run([str(LITE_PYTHON), "-c", LITE_SCRIPT, str(scratch / "in.npz"), str(scratch / "out.npz")],
+    completed = subprocess.run([lite_python(), "-c", LITE_SCRIPT, str(scratch / "in.npz"), str(scratch / "out.npz")],
                                cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300,
                                env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert completed.returncode == 0, completed.stderr[-2000:]

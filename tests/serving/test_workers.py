@@ -12,10 +12,11 @@ import pytest
 
 from clients.benchmark.servers import REPO_ROOT
 from modelrepo.manifest import ModelFile, read_manifest
+from runtime_env import backend_python
 from serving.backends import BackendError
 from serving.manifest import served_file
 from serving.workers.protocol import PREFIX, Channel, ProtocolError
-from serving.workers.proxy import WorkerBackend, WorkerDied, WorkerError, WorkerTimeout, worker_python
+from serving.workers.proxy import WorkerBackend, WorkerDied, WorkerError, WorkerTimeout
 
 MAX_BATCH_SIZE = 4
 BATCHES = ((0, 1), (1, 4), (0, 3))  # [start, stop) rows of the test images: sizes 1, 3 (padded to 4), 3
@@ -95,7 +96,7 @@ def test_lite_worker_logits_equal_the_in_process_lite_backend(lite_worker, versi
     images_path, out = tmp_path / "images.npy", tmp_path / "out.npz"
     np.save(str(images_path), images)
     bounds = [str(n) for batch in BATCHES for n in batch]
-    completed = subprocess.run([worker_python("mslite"), "-c", IN_PROCESS, str(version_dir), str(images_path), str(out),
+    completed = subprocess.run([backend_python("mslite"), "-c", IN_PROCESS, str(version_dir), str(images_path), str(out),
                                 str(MAX_BATCH_SIZE), *bounds], cwd=str(REPO_ROOT), capture_output=True, text=True,
                                timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

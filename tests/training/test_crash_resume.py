@@ -4,14 +4,18 @@ import json
 import mindspore as ms
 import pytest
 
-from clients.stress.crash_resume import KILL_EPOCH, TinyRun, run_crash_resume, temporary_files
+from clients.stress.crash_resume import run_crash_resume
+from training.crash_check import KILL_EPOCH, TinyRun, temporary_files
 
 TRAIN_PER_CLASS, EPOCHS = 32, 3
 
 
 @pytest.fixture(scope="module")
 def crashed_and_resumed(tmp_path_factory):
-    """A tiny run killed with SIGKILL halfway through epoch 2, then resumed to the end: (result, run)."""
+    """A tiny run killed with SIGKILL halfway through epoch 2, then resumed to the end: (result, run).
+
+    Run as the stress suite runs it: `python -m training.crash_check` in a subprocess, its JSON read back.
+    """
     workdir = tmp_path_factory.mktemp("crash")
     result = run_crash_resume(workdir, TRAIN_PER_CLASS, EPOCHS)
     return result, TinyRun(workdir, TRAIN_PER_CLASS, EPOCHS)

@@ -1,7 +1,7 @@
 """Offline baseline: the served model with serving's own preprocessing and backend, in-process, no gRPC.
 
-    python -m clients.offline --model-dir models/genet_res50/1 --backend mslite --batch-sizes 1,16 IMAGE...
-    python -m clients.offline --model-dir ... --runtime openvino --precision bf16 IMAGE...
+    python -m serving.offline --model-dir models/genet_res50/1 --backend mslite --batch-sizes 1,16 IMAGE...
+    python -m serving.offline --model-dir ... --runtime openvino --precision bf16 IMAGE...
 
 Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
 {"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
@@ -10,7 +10,8 @@ Each iteration preprocesses batch_size images (decode, resize, crop, normalise) 
 one batch, sequentially in one thread: what one inference call costs end to end without a server
 around it. cpu_ms_per_image counts every thread of the process, the runtime's included.
 --runtime onnxruntime|openvino measures that runtime on the version's model.onnx instead of the
-served backend (clients/benchmark/runtimes.py, in .venv), with the same preprocessing and loop.
+served backend (serving/onnx_runtimes.py, in .venv), with the same preprocessing and loop.
+The benchmark (clients/benchmark/baseline.py) starts it as a subprocess and reads that line.
 """
 import argparse
 import json
@@ -22,14 +23,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from clients.latency import latency_summary
+from latency import latency_summary
 from modelrepo.manifest import read_manifest
 from serving.backends import Backend, create_backend
 from serving.manifest import served_file
+from serving.onnx_runtimes import RUNTIMES, create_runtime
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
 
-LOG = logging.getLogger("clients.offline")
+LOG = logging.getLogger("serving.offline")
 MIN_ITERATIONS = 3
 
 
@@ -37,7 +39,7 @@ def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], b
                        seconds: float) -> dict:
     """Throughput and latency of preprocess + infer at one batch size, for about `seconds`.
 
-    backend: anything with predict(batch) -> logits (a serving Backend or a runtimes.py model).
+    backend: anything with predict(batch) -> logits (a serving Backend or an onnx_runtimes.py model).
     """
     backend.predict(np.stack([preprocess(images[0])] * batch_size))  # resize and warm this batch size
     preprocess_s, infer_s = [], []
@@ -76,7 +78,6 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
         path, sha256 = model_file.path, model_file.sha256
         model = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
     else:
-        from clients.benchmark.runtimes import create_runtime
         entry = manifest.files.get("onnx")
         if entry is None:
             raise ValueError("{} has no ONNX file for {}".format(model_dir, runtime))
@@ -100,7 +101,7 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line options."""
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m clients.offline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.offline", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--model-dir", required=True, help="a model version directory (with manifest.json)")
     parser.add_argument("--backend", default=defaults.backend, choices=("mslite", "mindspore"))
@@ -109,7 +110,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="runtime threads (as the server)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--device-id", type=int, default=defaults.device_id)
-    parser.add_argument("--runtime", default="backend", choices=("backend", "onnxruntime", "openvino"),
+    parser.add_argument("--runtime", default="backend", choices=("backend",) + RUNTIMES,
                         help="backend: the served --backend; else that runtime on the version's model.onnx")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="openvino's inference precision")
     return parser.parse_args(argv)

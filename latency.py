@@ -1,4 +1,8 @@
-"""Latency percentiles as reported everywhere in the clients: p50/p90/p95/p99/max and mean, in ms."""
+"""Latency percentiles as reported everywhere: p50/p90/p95/p99/max and mean, in ms.
+
+Shared by the clients and the offline baseline (serving.offline), whose JSON the benchmark reports
+beside its own; numpy only, Python 3.7 compatible (the baseline runs in .venv-lite too).
+"""
 from typing import Dict, Optional, Sequence
 
 import numpy as np

@@ -143,6 +143,7 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
     batcher = DynamicBatcher(pool.predict, pool.batch_threads,
                              max_batch_size=settings.max_batch_size, max_delay_s=settings.max_queue_delay_s,
                              max_queue_images=settings.max_queue_size, metrics=metrics,
-                             on_failure=on_failure, concurrency=settings.instances)
+                             on_failure=on_failure, concurrency=settings.instances,
+                             wait_when_idle=settings.wait_when_idle)
     batcher.start()
     return ServedModel(manifest, model_file, pool, batcher, preprocessor)

@@ -61,7 +61,11 @@ class Settings:
         "this many batches run at once. Each holds its own copy of the runtime and model in memory.", 1)
     max_batch_size: int = _doc("Most images merged into one inference call.", 8)
     max_queue_delay_ms: float = _doc(
-        "Longest an image waits for its batch to fill before the batch runs anyway.", 5.0)
+        "Longest an image waits for its batch to fill before the batch runs anyway, while another batch "
+        "computes; a batch starts at once, with what is queued, when none does (see --wait-when-idle).", 5.0)
+    wait_when_idle: bool = _doc(
+        "Apply --max-queue-delay-ms even when no batch computes: a lone request waits the whole delay for "
+        "company.", False)
     max_queue_size: int = _doc(
         "Images admitted but not yet computed; a request beyond it gets RESOURCE_EXHAUSTED at once.", 64)
     max_message_mb: int = _doc(

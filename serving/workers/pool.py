@@ -186,7 +186,6 @@ class WorkerPool:
     def _publish(self) -> None:
         """Export the live count and tell the server (from any thread) that readiness may have changed."""
         self._metrics.workers_alive.labels(version=self._version).set(self.alive)
-        self._metrics.inference_precision.labels(version=self._version, precision=self.precision).set(1)
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_change)
 

@@ -62,6 +62,10 @@ class ServedModel:
         """One encoded image as the model's input array (thread-safe: runs in the preprocessing pool)."""
         return self._preprocessor(data)
 
+    def preprocess_small(self, data: bytes, max_pixels: int) -> Optional[np.ndarray]:
+        """The model's input for an image of at most `max_pixels` pixels, else None (Preprocessor.small)."""
+        return self._preprocessor.small(data, max_pixels)
+
     def description(self) -> Dict[str, Any]:
         """The ModelInfo fields this version determines: manifest, served file, runtime."""
         manifest = self.manifest

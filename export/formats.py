@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import mindspore as ms
 import onnx
 import onnxruntime
+import openvino
 
 from export import ascend
 from export.errors import ExportError
@@ -72,7 +73,8 @@ def produce(network, model_cfg, planned, staging, request, preprocessing):
     """
     size = model_cfg.image_size
     produced = Produced(versions={"mindspore": ms.__version__, "mindspore_lite": None,
-                                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
+                                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                                  "openvino": openvino.__version__.split("-")[0]})
     path = {fmt: os.path.join(staging, spec[0]) for fmt, spec in FILE_SPECS.items()}
     if "mindir" in planned:
         write_mindir(network, size, path["mindir"])

@@ -10,6 +10,7 @@ import logging
 import mindspore as ms
 import numpy as np
 import onnxruntime
+import openvino
 
 from export.errors import ExportError
 from export.lite import predict_with_lite
@@ -68,7 +69,17 @@ def run_mslite(path, batches):
     return outputs
 
 
+def run_openvino(path, batches):
+    """Logits of the ONNX model in OpenVINO's CPU plugin, in f32 as `--backend openvino --precision f32` serves it."""
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return {key: compiled(batch)[0] for key, batch in batches.items()}
+
+
 RUNNERS = {"mindir": run_mindir, "onnx": run_onnx, "mslite": run_mslite}
+SERVED_FROM = {"openvino": ("onnx", run_openvino)}
+"""Runtimes that serve another format's file (the server's --backend openvino serves model.onnx): each is
+verified on that file, in f32, as a result of its own ({"file": "onnx", "precision": "f32", ...})."""
 
 
 def compare(reference, outputs, tolerance=TOLERANCE):
@@ -102,6 +113,11 @@ def verify_files(reference, files, batches, tolerance=TOLERANCE):
     for fmt, path in files.items():
         results[fmt] = compare(reference, RUNNERS[fmt](path, batches), tolerance)
         log.info("verified %s: %s", fmt, _summary(results[fmt]))
+    for runtime, (fmt, runner) in SERVED_FROM.items():
+        if fmt in files:
+            results[runtime] = dict(compare(reference, runner(files[fmt], batches), tolerance), file=fmt,
+                                    precision="f32")
+            log.info("verified %s on %s: %s", runtime, fmt, _summary(results[runtime]))
     failed = {fmt: result for fmt, result in results.items() if not result["passed"]}
     if failed:
         scale = logit_scale(reference)

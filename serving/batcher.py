@@ -1,9 +1,11 @@
 """The dynamic batcher: merges images of concurrent requests into batches for the inference threads.
 
-Each request gets a future. The batching task takes queued images until the batch is full or
-the oldest waiting image has waited `max_delay_s` (measured with `time.monotonic()`), drops work
-whose caller cancelled or whose deadline passed, and runs the batch on an inference thread. Up to
-`concurrency` batches run at once (one per inference worker); while all run, the queue fills.
+Each request gets a future. Up to `concurrency` batches run at once (one per inference worker);
+while all run, the queue fills. When a worker is free, the batching task starts a batch at once
+with what is queued if no batch is computing (an idle server never waits); while another batch
+computes, it takes queued images until the batch is full or the oldest waiting image has waited
+`max_delay_s` (measured with `time.monotonic()`), or until the computing batches end. It drops
+work whose caller cancelled or whose deadline passed, and runs the batch on an inference thread.
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
 overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything: `admit()` holds the
 capacity while the caller prepares its images and submits them through the ticket it yields.
@@ -84,13 +86,15 @@ class DynamicBatcher:
 
     def __init__(self, predict: PredictFn, executor: Executor, *, max_batch_size: int, max_delay_s: float,
                  max_queue_images: int, metrics: ServingMetrics, inference_timeout_s: Optional[float] = None,
-                 on_failure: Optional[Callable[[], None]] = None, concurrency: int = 1) -> None:
+                 on_failure: Optional[Callable[[], None]] = None, concurrency: int = 1,
+                 wait_when_idle: bool = False) -> None:
         self._predict = predict
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_images = max_queue_images
         self.inference_timeout_s = inference_timeout_s
+        self.wait_when_idle = wait_when_idle  # the delay applies even with no batch computing
         self._on_failure = on_failure
         self._metrics = metrics
         self._queue: Deque[_Work] = collections.deque()
@@ -197,8 +201,8 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._wait_for_batch()
             await self._slots.acquire()  # the queue goes on filling while every slot computes
+            await self._wait_for_batch()
             batch = self._take_batch()
             if batch:
                 self._start_batch(batch)
@@ -219,13 +223,16 @@ class DynamicBatcher:
         """Free the batch's slot; a batch task that raised (a timed-out call, or a bug) ends the batching task."""
         del self._computing[task]
         self._slots.release()
+        self._wakeup.set()  # a batch waiting for its delay starts now if this was the last one computing
         if not task.cancelled() and task.exception() is not None and self._batch_error is None:
             self._batch_error = task.exception()
             self._task.cancel()
 
     async def _wait_for_batch(self) -> None:
-        """Wait until a full batch is queued or the oldest image has waited max_delay_s."""
-        while not self._closing and self._queued_images() < self.max_batch_size:
+        """While a batch computes (always, with wait_when_idle): wait until a full batch is queued, the
+        oldest image has waited max_delay_s, or no batch computes any more."""
+        while (not self._closing and self._queued_images() < self.max_batch_size
+               and (self._computing or self.wait_when_idle)):
             remaining = self._queue[0].enqueued + self.max_delay_s - time.monotonic()
             if remaining <= 0:
                 return

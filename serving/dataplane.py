@@ -21,6 +21,10 @@ from serving.settings import Settings
 
 LOG = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
+INLINE_MAX_PIXELS = 64 * 64
+"""A lone image of at most this many pixels is preprocessed on the event loop (~0.1-0.2 ms for a 28 x 28
+JPEG), saving the two thread hand-offs to the pool and back; larger ones, and every image of a request
+of several, go to the pool."""
 
 
 class Prediction(NamedTuple):
@@ -73,16 +77,19 @@ class DataPlane:
                 len(images), self.settings.max_images_per_request))
 
     async def _preprocess(self, model: ServedModel, images: Sequence[bytes]) -> List[np.ndarray]:
-        """Run the eval transform on every image in the pool; the first bad image fails the request.
+        """Run the eval transform on every image; the first bad image fails the request.
 
-        The images are split into one contiguous chunk per pool thread: a 16-image request costs
-        two hand-offs between the event loop and the pool, not sixteen.
+        A lone small image (INLINE_MAX_PIXELS) is transformed right here. Otherwise the images go to
+        the pool split into one contiguous chunk per pool thread: a 16-image request costs two
+        hand-offs between the event loop and the pool, not sixteen.
         """
-        loop = asyncio.get_running_loop()
-        size = -(-len(images) // self.settings.workers)  # ceiling division
-        jobs = [loop.run_in_executor(self._pool, self._preprocess_chunk, model.preprocess, images[i:i + size])
-                for i in range(0, len(images), size)]
-        outcomes = [outcome for chunk in await asyncio.gather(*jobs) for outcome in chunk]
+        outcomes = [self._preprocess_small(model, images[0])] if len(images) == 1 else [None]
+        if outcomes[0] is None:
+            loop = asyncio.get_running_loop()
+            size = -(-len(images) // self.settings.workers)  # ceiling division
+            jobs = [loop.run_in_executor(self._pool, self._preprocess_chunk, model.preprocess, images[i:i + size])
+                    for i in range(0, len(images), size)]
+            outcomes = [outcome for chunk in await asyncio.gather(*jobs) for outcome in chunk]
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):
                 raise InvalidInput("image {}: {}".format(index, outcome.message))
@@ -90,6 +97,17 @@ class DataPlane:
                 LOG.error("preprocessing image %d failed", index, exc_info=outcome)
                 raise InternalError("image {}: preprocessing failed: {}".format(index, type(outcome).__name__))
         return outcomes
+
+    def _preprocess_small(self, model: ServedModel, data: bytes) -> Union[np.ndarray, Exception, None]:
+        """The image's array (or its exception) when it is small enough to preprocess here, else None."""
+        started = time.monotonic()
+        try:
+            outcome = model.preprocess_small(data, INLINE_MAX_PIXELS)
+        except Exception as error:  # reported by _preprocess
+            outcome = error
+        if outcome is not None:
+            self._metrics.preprocess_time.observe(time.monotonic() - started)
+        return outcome
 
     def _preprocess_chunk(self, preprocess: Callable[[bytes], np.ndarray],
                           images: Sequence[bytes]) -> List[Union[np.ndarray, Exception]]:

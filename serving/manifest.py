@@ -5,7 +5,7 @@ from modelrepo.errors import ManifestError
 from modelrepo.manifest import Manifest, ModelFile
 
 # Which manifest "files" entry each backend serves.
-BACKEND_FILE_KEYS = {"mslite": "mslite", "mindspore": "mindir"}
+BACKEND_FILE_KEYS = {"mslite": "mslite", "mindspore": "mindir", "openvino": "onnx"}
 
 
 def served_file(manifest: Manifest, backend: str) -> ModelFile:

@@ -50,6 +50,8 @@ class ServingMetrics:
                                        "and killed; error: broke the protocol)", ["reason"], registry=reg)
         self.workers_alive = Gauge("genet_workers_alive", "Inference workers loaded and serving, by model version",
                                    ["version"], registry=reg)
+        self.inference_precision = Gauge("genet_inference_precision", "1 for the precision (f32, bf16) a loaded "
+                                         "version's runtime computes in", ["version", "precision"], registry=reg)
         self.model_ready = Gauge("genet_model_ready", "1 when the served model is loaded, warm and in service",
                                  registry=reg)
         ProcessCollector(registry=reg)  # process_cpu_seconds_total, memory, open fds (Linux)

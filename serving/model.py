@@ -62,6 +62,10 @@ class ServedModel:
         """One encoded image as the model's input array (thread-safe: runs in the preprocessing pool)."""
         return self._preprocessor(data)
 
+    def preprocess_small(self, data: bytes, max_pixels: int) -> Optional[np.ndarray]:
+        """The model's input for an image of at most `max_pixels` pixels, else None (Preprocessor.small)."""
+        return self._preprocessor.small(data, max_pixels)
+
     def description(self) -> Dict[str, Any]:
         """The ModelInfo fields this version determines: manifest, served file, runtime."""
         manifest = self.manifest
@@ -143,6 +147,7 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
     batcher = DynamicBatcher(pool.predict, pool.batch_threads,
                              max_batch_size=settings.max_batch_size, max_delay_s=settings.max_queue_delay_s,
                              max_queue_images=settings.max_queue_size, metrics=metrics,
-                             on_failure=on_failure, concurrency=settings.instances)
+                             on_failure=on_failure, concurrency=settings.instances,
+                             wait_when_idle=settings.wait_when_idle)
     batcher.start()
     return ServedModel(manifest, model_file, pool, batcher, preprocessor)

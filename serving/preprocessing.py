@@ -8,7 +8,7 @@ floor((side - crop) / 2). A 1x1 image is valid: it is scaled up like any small i
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -49,6 +49,19 @@ class Preprocessor:
         """Decode, resize, center-crop, normalise and transpose one image."""
         return self.transform(decode_rgb(data, self.max_pixels, self.check_resized_size))
 
+    def small(self, data: bytes, max_pixels: int) -> Optional[np.ndarray]:
+        """The model's input for an image of at most `max_pixels` pixels that also resizes to at most
+        2 x resize_size^2; None, before any pixel is decoded, for any larger one."""
+        try:
+            return self.transform(decode_rgb(data, self.max_pixels, lambda w, h: self._check_small(w, h, max_pixels)))
+        except _NotSmall:
+            return None
+
+    def _check_small(self, width: int, height: int, max_pixels: int) -> None:
+        new_h, new_w = resized_size(height, width, self.spec.resize_size)
+        if width * height > max_pixels or new_h * new_w > 2 * self.spec.resize_size ** 2:
+            raise _NotSmall()
+
     def check_resized_size(self, width: int, height: int) -> None:
         """Refuse images whose resized copy would exceed the pixel limit (long thin strips:
         a 1 x 200,000 PNG of 661 bytes would otherwise resize to 11 billion pixels)."""
@@ -69,3 +82,7 @@ class Preprocessor:
         patch = rgb[top:top + crop, left:left + crop].astype(np.float32)
         normalised = (patch - self._mean) / self._std
         return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+class _NotSmall(Exception):
+    """Raised from the header check of Preprocessor.small: the image is to be preprocessed elsewhere."""

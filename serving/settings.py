@@ -7,7 +7,8 @@ from typing import Optional
 
 from serving.tls import is_loopback
 
-BACKENDS = ("mslite", "mindspore")
+BACKENDS = ("mslite", "mindspore", "openvino")
+PRECISIONS = ("auto", "f32", "bf16")
 DEVICES = ("cpu", "ascend", "gpu")
 MIB = 1024 * 1024
 
@@ -52,7 +53,12 @@ class Settings:
     keep_versions: int = _doc(
         "How many of the newest valid versions stay loaded (older ones unload once drained); "
         "requests can pin any loaded version.", 1)
-    backend: str = _doc("Inference runtime: mslite (MindSpore Lite, .ms) or mindspore (MINDIR).", "mslite")
+    backend: str = _doc("Inference runtime: mslite (MindSpore Lite, .ms), mindspore (MINDIR) or openvino "
+                        "(OpenVINO on the CPU, the ONNX file).", "mslite")
+    precision: str = _doc(
+        "What the runtime computes in: auto (bf16 where the CPU has native bf16 and the backend offers it: "
+        "openvino; else f32), f32, or bf16 (openvino on a CPU with AVX512-BF16 or AMX only; refused elsewhere). "
+        "GetModelInfo's runtime_version and genet_inference_precision say which is served.", "auto")
     device: str = _doc("Device to run on: cpu, ascend or gpu (fails at start if absent).", "cpu")
     device_id: int = _doc("Index of the Ascend or GPU device.", 0)
     threads: int = _doc("Inference threads of the runtime in each worker (CPU).", 2)
@@ -61,7 +67,11 @@ class Settings:
         "this many batches run at once. Each holds its own copy of the runtime and model in memory.", 1)
     max_batch_size: int = _doc("Most images merged into one inference call.", 8)
     max_queue_delay_ms: float = _doc(
-        "Longest an image waits for its batch to fill before the batch runs anyway.", 5.0)
+        "Longest an image waits for its batch to fill before the batch runs anyway, while another batch "
+        "computes; a batch starts at once, with what is queued, when none does (see --wait-when-idle).", 5.0)
+    wait_when_idle: bool = _doc(
+        "Apply --max-queue-delay-ms even when no batch computes: a lone request waits the whole delay for "
+        "company.", False)
     max_queue_size: int = _doc(
         "Images admitted but not yet computed; a request beyond it gets RESOURCE_EXHAUSTED at once.", 64)
     max_message_mb: int = _doc(
@@ -90,6 +100,9 @@ class Settings:
         """Reject inconsistent settings with a message naming the option."""
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        if self.precision == "bf16" and self.backend != "openvino":
+            raise ValueError("--precision bf16 needs --backend openvino ({} computes in f32)".format(self.backend))
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_concurrent_rpcs",
                      "max_images_per_request",

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 
 from google.protobuf import json_format
 
-from clients.benchmark.accuracy import list_images, measure_accuracy
+from clients.benchmark.accuracy import IMAGE_SUFFIXES, list_images, measure_accuracy
 from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.report import format_summary, write_report
@@ -55,7 +55,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
     load.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per level (default 10)")
     load.add_argument("--images", nargs="+", type=Path, default=[], metavar="PATH",
-                      help="images (files or folders) for the load (default: {} images of --data)".format(LOAD_IMAGES))
+                      help="images (files, or folders searched for {}) for the load (default: {} images of "
+                      "--data)".format(", ".join(sorted(IMAGE_SUFFIXES)), LOAD_IMAGES))
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
     servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
     servers.add_argument("--start-server", action="store_true", help="start `python -m serving` per max batch size")
@@ -95,9 +96,16 @@ def load_images(args: argparse.Namespace) -> List[Path]:
         found = [path for path, _ in list_images(args.data)]
         step = max(1, len(found) // LOAD_IMAGES)
         return found[::step][:LOAD_IMAGES]
-    paths = []
+    files = []
     for path in args.images:
-        paths.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    paths = [path for path in files if path.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [path.name for path in files if path not in paths]
+    if skipped:
+        logger.warning("--images: skipped %d file(s) not named as an image (%s): %s", len(skipped),
+                       ", ".join(sorted(IMAGE_SUFFIXES)), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+    if not paths:
+        raise ValueError("--images: no image files among {} given".format(len(files)))
     return paths
 
 

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+from matplotlib.lines import Line2D  # noqa: E402
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 CSV_FIELDS = ("source", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
@@ -71,44 +72,86 @@ def write_csv(report: dict, path: Path) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Latency percentiles against throughput, one colour per server setting, offline as stars."""
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    """One column per (load mode, images per request); rows: throughput, latency and efficiency against load.
+
+    Each server is one colour; its throughput is drawn beside the offline baseline at the batch size
+    it could form at each level (dotted), latency as p50 (solid) and p99 (dashed).
+    """
+    panels = panel_series(report["runs"])
+    if not panels:
+        return
     servers = list(dict.fromkeys(run["server"] for run in report["runs"]))
-    styles = {"p50": "-", "p90": "--", "p99": ":"}
-    markers = {"concurrency": "o", "rate": "s"}
-    for (server, mode), runs in _series(report["runs"]).items():
-        colour = colours[servers.index(server) % len(colours)]
-        for key, style in styles.items():
-            axes.plot([r["throughput_ips"] for r in runs], [r["latency_ms"][key] for r in runs], style,
-                      marker=markers[mode], color=colour, label="{} {} {}".format(server, mode, key))
-        for run in runs:
-            axes.annotate(_level(run), (run["throughput_ips"], run["latency_ms"]["p50"]),
-                          textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
-    for entry in report["offline"]:
-        axes.plot(entry["throughput_ips"], entry["latency_ms"]["p50"], "*", markersize=12, color="black")
-        axes.annotate("offline b={}".format(entry["batch_size"]), (entry["throughput_ips"], entry["latency_ms"]["p50"]),
-                      textcoords="offset points", xytext=(6, 4), fontsize=7)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {server: colours[index % len(colours)] for index, server in enumerate(servers)}
+    offline = {entry["batch_size"]: entry["throughput_ips"] for entry in report["offline"]}
+    figure, axes = plt.subplots(3, len(panels), figsize=(5 * len(panels) + 1, 10), squeeze=False, sharex="col")
+    for column, ((mode, images_per_request), by_server) in enumerate(panels.items()):
+        throughput, latency, efficiency = axes[:, column]
+        for server, runs in by_server.items():
+            _plot_server(throughput, latency, efficiency, runs, mode, colour[server], offline)
+        throughput.set_title("{} image{} per request".format(images_per_request, "" if images_per_request == 1 else "s"))
+        _style_column(axes[:, column], [run[mode] for runs in by_server.values() for run in runs], mode)
     server = report.get("server", {})
-    axes.set_title("{} v{} ({} backend): latency against throughput".format(
-        server.get("name", "?"), server.get("version", "?"), server.get("backend", "?")))
-    axes.set_xlabel("throughput (images/s)")
-    axes.set_ylabel("latency (ms)")
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=7, ncol=max(1, len(servers)))
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.suptitle("{} v{} ({} backend)".format(server.get("name", "?"), server.get("version", "?"),
+                                                 server.get("backend", "?")), y=0.99, fontsize=12)
+    figure.legend(handles=_legend(servers, colour, bool(offline)), loc="upper center", bbox_to_anchor=(0.5, 0.965),
+                  ncol=min(6, len(servers) + 3), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def _series(runs: List[dict]) -> Dict[tuple, List[dict]]:
-    """Runs with a latency, grouped by (server, mode) in load order: one plotted line each."""
-    series: Dict[tuple, List[dict]] = {}
+def panel_series(runs: List[dict]) -> Dict[tuple, Dict[str, List[dict]]]:
+    """Runs with a latency by (mode, images per request), then by server, in load order: a column, a series."""
+    panels: Dict[tuple, Dict[str, List[dict]]] = {}
     for run in runs:
         if run["latency_ms"]["p50"] is not None:
-            series.setdefault((run["server"], run["mode"]), []).append(run)
-    return series
+            key = (run["mode"], run["images_per_request"])
+            panels.setdefault(key, {}).setdefault(run["server"], []).append(run)
+    return dict(sorted(panels.items(), key=lambda item: (item[0][0] != "concurrency", item[0][1])))
+
+
+def _plot_server(throughput, latency, efficiency, runs: List[dict], mode: str, colour: str, offline: dict) -> None:
+    """A server's series in one column: img/s with its offline counterpart, p50 and p99, efficiency."""
+    levels = [run[mode] for run in runs]
+    throughput.plot(levels, [run["throughput_ips"] for run in runs], "o-", color=colour)
+    matched = [(run[mode], offline[run["offline_batch_size"]]) for run in runs
+               if run.get("offline_batch_size") in offline]
+    if matched:
+        throughput.plot(*zip(*matched), "*:", color=colour, markersize=9)
+    latency.plot(levels, [run["latency_ms"]["p50"] for run in runs], "o-", color=colour)
+    latency.plot(levels, [run["latency_ms"]["p99"] for run in runs], "^--", color=colour, alpha=0.7)
+    rated = [(run[mode], run["efficiency"]) for run in runs if run.get("efficiency") is not None]
+    if rated:
+        efficiency.plot(*zip(*rated), "o-", color=colour)
+
+
+def _style_column(axes, levels: List[float], mode: str) -> None:
+    """Log-2 load axis ticked at the measured levels; labelled rows; a line at efficiency 1."""
+    throughput, latency, efficiency = axes
+    throughput.set_ylabel("throughput (images/s)")
+    latency.set_ylabel("latency (ms)")
+    efficiency.set_ylabel("efficiency (server / offline)")
+    efficiency.axhline(1.0, color="grey", linewidth=0.8)
+    efficiency.set_xlabel("concurrency (requests in flight)" if mode == "concurrency" else "offered load (requests/s)")
+    ticks = sorted(set(levels))
+    for row in axes:
+        row.set_xscale("log", base=2)
+        row.set_xticks(ticks)
+        row.set_xticklabels(["{:g}".format(tick) for tick in ticks])
+        row.minorticks_off()
+        row.set_ylim(bottom=0)
+        row.grid(True, alpha=0.3)
+
+
+def _legend(servers: List[str], colour: Dict[str, str], with_offline: bool) -> list:
+    """Legend entries: a colour per server, then the line styles."""
+    handles = [Line2D([], [], color=colour[server], marker="o", label=server) for server in servers]
+    handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
+                Line2D([], [], color="black", linestyle="--", marker="^", label="p99")]
+    if with_offline:
+        handles.append(Line2D([], [], color="black", linestyle=":", marker="*", label="offline, same batch size"))
+    return handles
 
 
 def _cell(value, digits: int = 1) -> str:

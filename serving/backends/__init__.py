@@ -48,6 +48,8 @@ class Backend(abc.ABC):
     """
 
     runtime_version = ""
+    precision = "f32"
+    """What the runtime computes in: f32, or bf16 (OpenVINO on a CPU with native bf16)."""
     run_sizes: Tuple[int, ...] = ()
     """Batch sizes prepared by warm_up(), ascending."""
 
@@ -73,11 +75,19 @@ class Backend(abc.ABC):
         """Release the runtime's resources."""
 
 
-def create_backend(name: str, model_file: ModelFile, *, device: str, device_id: int, threads: int) -> Backend:
-    """Import serving.backends.<name> and build its backend for `model_file`."""
+def create_backend(name: str, model_file: ModelFile, *, device: str, device_id: int, threads: int,
+                   precision: str = "auto") -> Backend:
+    """Import serving.backends.<name> and build its backend for `model_file` at `precision` (auto, f32, bf16)."""
     check_device(device, device_id)
     module = importlib.import_module("{}.{}_backend".format(__name__, name))
-    return module.create(model_file, device=device, device_id=device_id, threads=threads)
+    return module.create(model_file, device=device, device_id=device_id, threads=threads, precision=precision)
+
+
+def require_f32(precision: str, runtime: str) -> None:
+    """Refuse any precision but f32 (or auto) for a runtime that computes in f32 only."""
+    if precision not in ("auto", "f32"):
+        raise BackendError("{} computes in f32 only, not --precision {} (bf16 is served by --backend openvino)".format(
+            runtime, precision))
 
 
 def check_device(device: str, device_id: int) -> None:

@@ -15,14 +15,15 @@ import numpy as np
 from mindspore import nn
 
 from modelrepo.manifest import ModelFile
-from serving.backends import Backend, BackendError
+from serving.backends import Backend, BackendError, require_f32
 
 LOG = logging.getLogger(__name__)
 _TARGETS = {"cpu": "CPU", "ascend": "Ascend", "gpu": "GPU"}
 
 
-def create(model_file: ModelFile, *, device: str, device_id: int, threads: int) -> "MindSporeBackend":
-    """Select the device, load the MINDIR and wrap it in a GraphCell."""
+def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, precision: str) -> "MindSporeBackend":
+    """Select the device, load the MINDIR and wrap it in a GraphCell (f32)."""
+    require_f32(precision, "MindSpore")
     try:
         _configure_runtime(device, device_id, threads)
     except (RuntimeError, ValueError) as error:

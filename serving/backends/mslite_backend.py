@@ -22,13 +22,14 @@ import mindspore_lite as mslite
 import numpy as np
 
 from modelrepo.manifest import ModelFile
-from serving.backends import Backend, BackendError
+from serving.backends import Backend, BackendError, require_f32
 
 LOG = logging.getLogger(__name__)
 
 
-def create(model_file: ModelFile, *, device: str, device_id: int, threads: int) -> "LiteBackend":
-    """A Lite backend on `device` with `threads` CPU threads per built model."""
+def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, precision: str) -> "LiteBackend":
+    """A Lite backend on `device` with `threads` CPU threads per built model (f32)."""
+    require_f32(precision, "MindSpore Lite")
     return LiteBackend(model_file, functools.partial(build_context, device, device_id, threads), threads)
 
 

@@ -41,6 +41,7 @@ class WorkerPool:
     def __init__(self, model_file: ModelFile, settings: Settings, metrics: ServingMetrics, version: str,
                  thread_prefix: str, on_change: Callable[[], None]) -> None:
         self.runtime_version = ""
+        self.precision = ""
         self.batch_threads = ThreadPoolExecutor(settings.instances, thread_name_prefix=thread_prefix)
         self._supervisor = ThreadPoolExecutor(settings.instances, thread_name_prefix=thread_prefix + "-supervisor")
         self._model_file = model_file
@@ -66,6 +67,7 @@ class WorkerPool:
         """Start every worker and warm it up with `sample` (on a supervisor thread, which outlives them)."""
         await self._loop.run_in_executor(self._supervisor, self._start, sample)
         self._metrics.workers_alive.labels(version=self._version).set(self.alive)
+        self._metrics.inference_precision.labels(version=self._version, precision=self.precision).set(1)
 
     def predict(self, arrays: List[np.ndarray]) -> np.ndarray:
         """Logits of one batch on an idle worker; Unavailable if that worker dies or hangs (it is replaced)."""
@@ -94,6 +96,7 @@ class WorkerPool:
         """Let each worker finish its batch, stop it and the pool's threads, remove the model copy."""
         await self._loop.run_in_executor(None, self._close)
         self._metrics.workers_alive.remove(self._version)
+        self._metrics.inference_precision.remove(self._version, self.precision)
 
     def abandon(self) -> None:
         """Give up a start that failed or is still under way (shutdown): a worker it leaves dies with its thread."""
@@ -108,12 +111,13 @@ class WorkerPool:
             for _ in range(settings.instances):
                 self._workers.append(WorkerBackend(
                     settings.backend, copy, device=settings.device, device_id=settings.device_id,
-                    threads=settings.threads, timeout_s=settings.inference_timeout_s))
+                    threads=settings.threads, precision=settings.precision, timeout_s=settings.inference_timeout_s))
                 self._workers[-1].warm_up(sample, settings.max_batch_size)
         except BaseException:
             self._stop_workers()
             raise
         self.runtime_version = self._workers[0].runtime_version
+        self.precision = self._workers[0].precision
         self._idle.extend(self._workers)
 
     def _take_idle(self) -> WorkerBackend:

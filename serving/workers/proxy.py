@@ -55,11 +55,11 @@ class WorkerBackend(Backend):
     """
 
     def __init__(self, backend: str, model_file: ModelFile, *, device: str, device_id: int, threads: int,
-                 timeout_s: Optional[float] = None, setup_timeout_s: float = 600.0, python: Optional[str] = None,
-                 stderr: Any = None) -> None:
+                 precision: str = "auto", timeout_s: Optional[float] = None, setup_timeout_s: float = 600.0,
+                 python: Optional[str] = None, stderr: Any = None) -> None:
         self.backend = backend
         self.load_request = {"op": "load", "backend": backend, "model_file": dataclasses.asdict(model_file),
-                             "device": device, "device_id": device_id, "threads": threads}
+                             "device": device, "device_id": device_id, "threads": threads, "precision": precision}
         self.timeout_s, self.setup_timeout_s = timeout_s, setup_timeout_s
         self.python = python or backend_python(backend)
         self.stderr = stderr
@@ -150,6 +150,7 @@ class WorkerBackend(Backend):
             self._discard()
             raise
         self.runtime_version = reply["runtime_version"]
+        self.precision = reply["precision"]
         LOG.info("%s worker pid %d (Python %s) serves %s with %s", self.backend, self._process.pid,
                  hello.get("python"), self.load_request["model_file"]["path"], self.runtime_version)
 

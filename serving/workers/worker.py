@@ -74,8 +74,9 @@ class Worker:
         if self.backend is not None:
             raise ValueError("this worker has a model loaded already")
         self.backend = create_backend(header["backend"], ModelFile(**header["model_file"]), device=header["device"],
-                                      device_id=int(header["device_id"]), threads=int(header["threads"]))
-        return dict(OK, runtime_version=self.backend.runtime_version), None
+                                      device_id=int(header["device_id"]), threads=int(header["threads"]),
+                                      precision=header.get("precision", "auto"))
+        return dict(OK, runtime_version=self.backend.runtime_version, precision=self.backend.precision), None
 
     def warm_up(self, header: Header, sample: Optional[np.ndarray]) -> Reply:
         """Backend.warm_up on the sample image; replies the prepared batch sizes."""

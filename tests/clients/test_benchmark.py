@@ -1,10 +1,13 @@
 """The benchmark end to end: servers it starts itself, a running server, the report files."""
 import csv
 import json
+import logging
+from pathlib import Path
 
 import pytest
 
-from clients.benchmark.cli import main
+from clients.benchmark.cli import load_images, main, parse_args
+from clients.benchmark.report import panel_series
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 
@@ -96,3 +99,33 @@ def test_unreachable_target_fails_with_one_message(free_port, images, tmp_path, 
                    "--out", str(tmp_path)])
     assert status == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_images_folders_give_only_image_files_and_the_skipped_count_is_logged(images, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for source in images[:3]:
+        (folder / Path(source).name).write_bytes(Path(source).read_bytes())
+    (folder / "labels.json").write_text("{}")
+    (folder / "README").write_text("notes")
+    args = parse_args(["--target", "127.0.0.1:1", "--images", str(folder)])
+    with caplog.at_level(logging.WARNING):
+        loaded = load_images(args)
+    assert sorted(path.name for path in loaded) == sorted(Path(source).name for source in images[:3])
+    assert "skipped 2 file(s)" in caplog.text and "labels.json" in caplog.text
+
+
+def _run(server, images_per_request, concurrency):
+    return {"server": server, "mode": "concurrency", "concurrency": concurrency,
+            "images_per_request": images_per_request, "latency_ms": {"p50": 1.0}}
+
+
+def test_the_plot_draws_one_series_per_server_and_images_per_request_value():
+    runs = [_run(server, ipr, c) for server in ("mbs1", "mbs16") for ipr in (1, 16) for c in (1, 16)]
+    panels = panel_series(runs)
+    assert list(panels) == [("concurrency", 1), ("concurrency", 16)]
+    for (_, images_per_request), by_server in panels.items():
+        assert list(by_server) == ["mbs1", "mbs16"]
+        for server, series in by_server.items():
+            assert [(r["server"], r["images_per_request"], r["concurrency"]) for r in series] == [
+                (server, images_per_request, 1), (server, images_per_request, 16)]

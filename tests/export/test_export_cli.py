@@ -62,7 +62,9 @@ def test_manifest_records_passed_verification(exported):
     assert verification["batch_sizes"] == list(BATCH_SIZES)
     assert (verification["tolerance"], verification["tolerance_kind"]) == (TOLERANCE, "relative")
     scale = verification["reference_max_abs_logit"]
-    assert set(verification["results"]) == set(CORE_FILES)
+    assert set(verification["results"]) == set(CORE_FILES) | {"openvino"}
+    assert {key: verification["results"]["openvino"][key] for key in ("file", "precision")} == {
+        "file": "onnx", "precision": "f32"}
     for fmt, result in verification["results"].items():
         assert result["passed"] and result["top1_equal"], fmt
         assert 0 <= result["max_rel_diff"] <= TOLERANCE, fmt

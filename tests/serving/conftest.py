@@ -16,7 +16,7 @@ DATA = REPO_ROOT / "data"
 # The shared server: small batches with a noticeable delay so that concurrent requests merge.
 SERVER_ARGS = ("--max-batch-size", "8", "--max-queue-delay-ms", "20", "--max-queue-size", "64",
                "--max-images-per-request", "32", "--max-message-mb", "2", "--threads", "1", "--workers", "2")
-BACKENDS = ("mindspore", "mslite")
+BACKENDS = ("mindspore", "mslite", "openvino")
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +77,14 @@ def mslite_server(model_repository, tmp_path_factory):
 def mindspore_server(model_repository, tmp_path_factory):
     """The shared MindSpore server (its worker in .venv, MINDIR through GraphCell)."""
     server = start_server("mindspore", model_repository, tmp_path_factory.mktemp("logs"))
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="session")
+def openvino_server(model_repository, tmp_path_factory):
+    """The shared OpenVINO server (its worker in .venv, the ONNX file, precision auto)."""
+    server = start_server("openvino", model_repository, tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
 

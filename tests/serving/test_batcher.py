@@ -17,21 +17,24 @@ from serving.metrics import ServingMetrics
 
 
 class RecordingModel:
-    """logits = (sum of the image, 2 * sum); records batch sizes; can be held on a gate; raises on any
-    batch holding an image of value `fail_on_value`."""
+    """logits = (sum of the image, 2 * sum); records batch sizes; can be held on a gate (every batch, or
+    only those holding an image of value `held_value`); raises on any batch holding an image of value
+    `fail_on_value`."""
 
-    def __init__(self, fail_on_value=None):
+    def __init__(self, fail_on_value=None, held_value=None):
         self.batch_sizes = []
         self.seen = []
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
         self.fail_on_value = fail_on_value
+        self.held_value = held_value
 
     def __call__(self, arrays):
         self.started.set()
-        self.gate.wait(10)
         batch = np.stack(arrays)
+        if self.held_value is None or (batch == self.held_value).any():
+            self.gate.wait(10)
         self.batch_sizes.append(len(arrays))
         self.seen.extend(float(a.flat[0]) for a in arrays)
         if self.fail_on_value is not None and (batch == self.fail_on_value).any():
@@ -53,7 +56,7 @@ def run(scenario, model, **options):
 
     async def main():
         """Start the batcher, run the scenario, always close it."""
-        with ThreadPoolExecutor(1) as executor:
+        with ThreadPoolExecutor(settings.get("concurrency", 1)) as executor:
             batcher = DynamicBatcher(model, executor, metrics=metrics, **settings)
             batcher.start()
             try:
@@ -105,13 +108,52 @@ def test_a_request_larger_than_the_batch_is_split_and_reassembled_in_order():
     np.testing.assert_array_equal(logits[:, 0], 4 * np.arange(10))
 
 
-def test_a_batch_runs_once_its_oldest_image_has_waited_the_queue_delay():
-    """A request arrives every quarter delay: the first batch takes the first request and those that
-    came within its delay; it neither runs at once nor waits for later arrivals or a full batch."""
+def test_an_idle_batcher_starts_a_lone_request_at_once():
+    """However long the queue delay, a request arriving with no batch computing computes alone at once: the
+    next request, sent once it has started, is not merged into its batch."""
     model = RecordingModel()
+
+    async def scenario(batcher, metrics):
+        first = asyncio.ensure_future(classify(batcher, images(1)))
+        started = await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        await asyncio.gather(first, classify(batcher, images(2)))
+        return started
+
+    assert run(scenario, model, max_delay_s=10.0)
+    assert model.batch_sizes == [1, 1]
+
+
+def test_while_a_batch_computes_the_next_one_collects_requests_until_the_batch_ends():
+    """Two workers: while the first request computes (held), the next ones wait for each other on the free
+    worker instead of starting alone; once the first batch ends, they start at once, together."""
+    model = RecordingModel(held_value=1)
+    model.gate.clear()
+
+    async def scenario(batcher, metrics):
+        first = asyncio.ensure_future(classify(batcher, images(1)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        second = asyncio.ensure_future(classify(batcher, images(2)))
+        await asyncio.sleep(0.05)
+        third = asyncio.ensure_future(classify(batcher, images(3)))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second, third), 5)  # not the 10 s delay
+
+    run(scenario, model, concurrency=2, max_delay_s=10.0)
+    assert model.batch_sizes == [1, 2] and model.seen == [1.0, 2.0, 3.0]
+
+
+def test_while_a_batch_computes_the_next_one_runs_once_its_oldest_image_has_waited_the_queue_delay():
+    """A batch computes (held) on one of two workers. A request arrives every quarter delay: the next batch
+    takes the first of them and those that came within its delay; it neither runs at once nor waits for
+    later arrivals, a full batch or the held batch."""
+    model = RecordingModel(held_value=0)
+    model.gate.clear()
     delay = 0.2
 
     async def scenario(batcher, metrics):
+        held = asyncio.ensure_future(classify(batcher, images(0)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
         first = asyncio.ensure_future(classify(batcher, images(1)))
         later = []
         while len(later) < 40:  # 40 arrivals span 10 delays
@@ -120,11 +162,24 @@ def test_a_batch_runs_once_its_oldest_image_has_waited_the_queue_delay():
                 break
             later.append(asyncio.ensure_future(classify(batcher, images(2))))
         assert first.done(), "the first request still waits after 40 later arrivals"
-        await asyncio.gather(first, *later)
+        model.gate.set()
+        await asyncio.gather(held, first, *later)
         return len(later)
 
-    arrivals = run(scenario, model, max_batch_size=64, max_queue_images=64, max_delay_s=delay)
+    arrivals = run(scenario, model, max_batch_size=64, max_queue_images=64, max_delay_s=delay, concurrency=2)
     assert model.seen[0] == 1.0 and 1 < model.batch_sizes[0] <= 1 + arrivals
+
+
+def test_with_wait_when_idle_a_lone_request_waits_the_delay_for_company():
+    model = RecordingModel()
+
+    async def scenario(batcher, metrics):
+        first = asyncio.ensure_future(classify(batcher, images(1)))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, classify(batcher, images(2)))
+
+    run(scenario, model, max_delay_s=1.0, wait_when_idle=True)
+    assert model.batch_sizes == [2]
 
 
 def test_admission_beyond_the_queue_size_is_refused_at_once_and_freed_after_compute():

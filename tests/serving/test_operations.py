@@ -97,8 +97,8 @@ def test_a_cancelled_request_is_dropped_before_compute(mslite_server, slow_image
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_finishes_every_request_in_flight_then_exits_0(start_lite_server, small_image, signum):
-    server = start_lite_server("--max-queue-delay-ms", "5000", "--max-batch-size", "64", "--max-queue-size", "64",
-                               "--grace-period-s", "120")
+    server = start_lite_server("--max-queue-delay-ms", "5000", "--wait-when-idle", "--max-batch-size", "64",
+                               "--max-queue-size", "64", "--grace-period-s", "120")
     with grpc.insecure_channel(server.address) as channel:
         statuses = []
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)

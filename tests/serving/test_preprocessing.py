@@ -124,3 +124,15 @@ def test_resize_and_crop_equal_mindspore_on_any_shape(preset, version_dir, heigh
         expected = op(expected)
     actual = Preprocessor(read_manifest(str(version_dir)).preprocessing, MAX_PIXELS).transform(rgb)
     assert np.abs(actual - expected).max() <= ONE_LEVEL
+
+
+def test_small_images_are_preprocessed_alike_and_larger_ones_refused_before_decoding(version_dir, fmnist_images):
+    """Preprocessor.small (the data plane's inline path for a lone small image) gives the same tensor,
+    and None for an image over its pixel budget or one that resizes to a large strip."""
+    preprocess = Preprocessor(read_manifest(str(version_dir)).preprocessing, MAX_PIXELS)
+    for name, data in fmnist_images.items():
+        np.testing.assert_array_equal(preprocess.small(data, 64 * 64), preprocess(data), err_msg=name)
+    large = _save(Image.new("RGB", (100, 100)), "PNG")
+    strip = _save(Image.new("RGB", (4000, 1)), "PNG")  # 4,000 pixels that resize to 37 x 148,000
+    assert preprocess.small(large, 64 * 64) is None and preprocess.small(strip, 64 * 64) is None
+    assert preprocess(large).shape == preprocess(strip).shape == (3, 32, 32)

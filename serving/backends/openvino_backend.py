@@ -1,0 +1,74 @@
+"""OpenVINO backend: the manifest's "onnx" model on OpenVINO's CPU plugin, in f32 or bf16.
+
+One model compiled with the ONNX file's dynamic batch dimension; the warm-up runs every size of
+serving.backends.batch_sizes once, so no request pays for a new shape. `--precision auto` computes
+in bf16 where the CPU has it natively (AVX512-BF16 or AMX: OpenVINO lists BF16 among the CPU's
+capabilities) and in f32 elsewhere; an explicit bf16 on a CPU without it is refused, never emulated.
+The precision is explicit either way: OpenVINO itself would pick bf16 on such CPUs unasked. Runs in
+a .venv worker (serving.workers), like the other backends.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import openvino
+
+from modelrepo.manifest import ModelFile
+from serving.backends import Backend, BackendError
+
+LOG = logging.getLogger(__name__)
+PRECISIONS = ("auto", "f32", "bf16")
+
+
+def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, precision: str) -> "OpenVinoBackend":
+    """An OpenVINO backend on the CPU with `threads` inference threads at `precision` (auto, f32, bf16)."""
+    if device != "cpu":
+        raise BackendError("the OpenVINO backend runs on the CPU only, not --device {}".format(device))
+    core = openvino.Core()
+    return OpenVinoBackend(core, model_file, threads,
+                           resolve_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+
+
+def resolve_precision(requested: str, capabilities: Sequence[str]) -> str:
+    """The precision to compute in: bf16 for auto where the CPU has native bf16, else f32; BackendError for
+    bf16 on a CPU without it."""
+    if requested not in PRECISIONS:
+        raise BackendError("invalid --precision {!r}: choose one of {}".format(requested, ", ".join(PRECISIONS)))
+    native_bf16 = "BF16" in capabilities
+    if requested == "bf16" and not native_bf16:
+        raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: {}; it "
+                           "needs AVX512-BF16 or AMX); serve --precision f32 or auto".format(", ".join(capabilities)))
+    if requested == "auto":
+        return "bf16" if native_bf16 else "f32"
+    return requested
+
+
+class OpenVinoBackend(Backend):
+    """A compiled OpenVINO model and its one infer request (the backend is called from one thread at a time)."""
+
+    def __init__(self, core: openvino.Core, model_file: ModelFile, threads: int, precision: str) -> None:
+        if model_file.input_layout != "NCHW":
+            raise BackendError("the ONNX input layout must be NCHW, got {}".format(model_file.input_layout))
+        self.precision = precision
+        self.runtime_version = "openvino {} {}".format(openvino.__version__.split("-")[0], precision)
+        # Pinning is off: --instances runs several workers, and each would pin its threads to the same cores.
+        config = {"INFERENCE_NUM_THREADS": max(1, threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": precision, "ENABLE_CPU_PINNING": False}
+        try:
+            self._compiled = core.compile_model(core.read_model(model_file.path), "CPU", config)
+        except RuntimeError as error:
+            raise BackendError("OpenVINO cannot compile {}: {}".format(model_file.path, error)) from None
+        self._request = self._compiled.create_infer_request()
+        LOG.info("OpenVINO model %s compiled for the CPU (%s, %d threads)", model_file.path, precision, threads)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for an NCHW batch at its exact size, copied out of OpenVINO's output buffer."""
+        self._request.infer({0: batch})
+        return np.array(self._request.get_output_tensor(0).data, copy=True)
+
+    def close(self) -> None:
+        """Drop the infer request and the compiled model."""
+        self._request = None
+        self._compiled = None

@@ -1,0 +1,62 @@
+"""The OpenVINO backend: a real worker against ONNX Runtime on the same ONNX file, and its precision."""
+import numpy as np
+import onnxruntime
+import openvino
+import pytest
+
+from clients.client import ClassifierClient
+from export.verify import TOLERANCE
+from modelrepo.manifest import read_manifest
+from serving.backends import BackendError
+from serving.backends.openvino_backend import resolve_precision
+from serving.manifest import served_file
+from serving.workers.proxy import WorkerBackend
+
+MAX_BATCH_SIZE = 4
+NATIVE_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def start_worker(version_dir, precision: str) -> WorkerBackend:
+    """An OpenVINO worker on the tiny model's ONNX file, one thread."""
+    return WorkerBackend("openvino", served_file(read_manifest(str(version_dir)), "openvino"), device="cpu",
+                         device_id=0, threads=1, precision=precision)
+
+
+def test_an_f32_worker_matches_onnx_runtime_at_every_batch_size_within_the_export_tolerance(version_dir):
+    side = read_manifest(str(version_dir)).preprocessing.crop_size
+    images = np.random.RandomState(0).normal(0, 1, (7, 3, side, side)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: images})[0]
+    worker = start_worker(version_dir, "f32")
+    try:
+        worker.warm_up(images[0], MAX_BATCH_SIZE)
+        assert worker.run_sizes == (1, 2, 4) and worker.precision == "f32"
+        assert worker.runtime_version == "openvino {} f32".format(openvino.__version__.split("-")[0])
+        served = np.concatenate([worker.predict(images[start:stop]) for start, stop in ((0, 1), (1, 4), (4, 7))])
+    finally:
+        worker.close()
+    assert served.shape == expected.shape
+    assert np.abs(served - expected).max() <= TOLERANCE * np.abs(expected).max()
+    assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+@pytest.mark.skipif(NATIVE_BF16, reason="this CPU has native bf16")
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_with_a_clear_message(version_dir):
+    with pytest.raises(BackendError, match="no native bf16.*--precision f32 or auto"):
+        start_worker(version_dir, "bf16")
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_it_natively():
+    assert resolve_precision("auto", ["FP32", "INT8"]) == "f32"
+    assert resolve_precision("auto", ["FP32", "BF16", "INT8"]) == "bf16"
+    assert resolve_precision("f32", ["FP32", "BF16"]) == "f32"
+    with pytest.raises(BackendError, match="no native bf16"):
+        resolve_precision("bf16", ["FP32"])
+
+
+def test_the_server_says_which_precision_it_serves(openvino_server):
+    precision = "bf16" if NATIVE_BF16 else "f32"
+    with ClassifierClient(openvino_server.address) as client:
+        info = client.model_info()
+    assert info.backend == "openvino" and info.runtime_version.endswith(" " + precision)
+    assert openvino_server.metric("genet_inference_precision", version=info.version, precision=precision) == 1

@@ -61,9 +61,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
     servers.add_argument("--start-server", action="store_true", help="start `python -m serving` per max batch size")
     servers.add_argument("--model-repository", type=Path, help="models served (and measured offline)")
-    servers.add_argument("--backend", choices=("mslite", "mindspore"), default="mslite")
-    servers.add_argument("--server-python", help="interpreter of the servers and the offline baseline "
-                         "(default: .venv-lite/bin/python for mslite, this one for mindspore)")
+    servers.add_argument("--backend", choices=("mslite", "mindspore", "openvino"), default="mslite")
+    servers.add_argument("--server-python", help="interpreter of the servers and the offline baseline (default: "
+                         "this one for the servers' front, the backend's environment for the offline baseline: "
+                         ".venv-lite/bin/python for mslite)")
     servers.add_argument("--max-batch-size", type=_ints, default=[], help="e.g. 1,16: one server each")
     servers.add_argument("--threads", type=int, help="inference threads of the servers and the baseline")
     servers.add_argument("--server-arg", action="append", default=[], metavar="ARG",

@@ -166,7 +166,7 @@ class ServerSpec:
     model_repository: Path
     backend: str = "mslite"
     python: Optional[str] = None
-    """Interpreter to run it with; default: the backend's environment."""
+    """Interpreter of the server's front; default: this one (the workers pick their backend's own)."""
     options: Tuple[str, ...] = ()
     """Further `python -m serving` options, e.g. ("--max-batch-size", "16")."""
 

@@ -7,6 +7,7 @@ PYTHON311 ?= $(shell scripts/find_python.sh 3.11)
 PYTHON37 ?= $(shell scripts/find_python.sh 3.7)
 VENV := .venv
 VENV_LITE := .venv-lite
+VENV_TRITON := .venv-triton
 PY := $(VENV)/bin/python
 PY_LITE := $(VENV_LITE)/bin/python
 
@@ -39,15 +40,26 @@ $(VENV)/.installed: requirements/main.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/main.txt
 	touch $@
 
+# tritonclient (the stock KServe v2 client the tests check the server with) pins protobuf < 7, which the
+# server's grpcio 1.85 refuses: it gets an environment of its own, used only by tests as subprocesses.
+$(VENV_TRITON)/.installed: requirements/triton.txt
+	test -x $(VENV_TRITON)/bin/python || $(PYTHON311) -m venv $(VENV_TRITON)
+	$(VENV_TRITON)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/triton.txt
+	touch $@
+
 $(VENV_LITE)/.installed: requirements/lite.txt
 	test -x $(PY_LITE) || $(PYTHON37) -m venv $(VENV_LITE)
 	$(PY_LITE) -m pip install --quiet --disable-pip-version-check -r requirements/lite.txt
 	touch $@
 
-protos: genet/v1/classifier_pb2_grpc.py ## generate the gRPC stubs from protos/ (grpcio-tools 1.62.3: loads under protobuf 4.x and 7.x)
+protos: genet/v1/classifier_pb2_grpc.py inference/grpc_predict_v2_pb2_grpc.py ## generate the gRPC stubs from protos/ (grpcio-tools 1.62.3: loads under protobuf 4.x and 7.x)
 
 genet/v1/classifier_pb2_grpc.py: protos/genet/v1/classifier.proto $(VENV_LITE)/.installed
 	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/genet/v1/classifier.proto
+
+# The Open Inference Protocol (KServe v2): package `inference`, generated into inference/.
+inference/grpc_predict_v2_pb2_grpc.py: protos/inference/grpc_predict_v2.proto $(VENV_LITE)/.installed
+	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/inference/grpc_predict_v2.proto
 
 data: $(VENV)/.installed ## build data/fmnist (Fashion-MNIST as JPEG folders) and data/photos
 	$(PY) -m training.prepare_data $(ARGS)
@@ -102,7 +114,7 @@ demo: ## the main job end to end: setup -> data -> train -> export -> serve -> c
 	scripts/demo.sh
 
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
-	rm -rf $(VENV) $(VENV_LITE) genet build .pytest_cache
+	rm -rf $(VENV) $(VENV_LITE) $(VENV_TRITON) genet inference build .pytest_cache
 
-test: setup ## run the test suite (sets up everything it needs)
+test: setup $(VENV_TRITON)/.installed ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)

@@ -26,6 +26,7 @@ FORMATS ?=
 MODELS ?= models
 PORT ?= 8500
 METRICS_PORT ?= 8501
+HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 
 .PHONY: help setup protos data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
@@ -83,8 +84,8 @@ export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir
 export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
 	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
-serve: setup ## serve the latest exported models on PORT (front in .venv, MindSpore Lite in a .venv-lite worker)
-	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+serve: setup ## serve the latest exported models: gRPC (genet.v1, KServe v2) on PORT, KServe v2 HTTP and the browser page on HTTP_PORT
+	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 classify: setup ## classify IMAGES (default data/photos/*) with the server at TARGET (default 127.0.0.1:PORT)
 	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)

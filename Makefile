@@ -93,10 +93,10 @@ classify: setup ## classify IMAGES (default data/photos/*) with the server at TA
 # Servers run 1 inference thread: the second core serves gRPC and preprocessing beside it (measured:
 # 2 Lite threads on shared cores cost 2.25 instead of 1.68 CPU ms per image). The offline baseline
 # keeps its faster 2 threads.
-bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep with 1 and 16 images per request, accuracy on DATA, offline baseline -> reports/
+bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA, offline baseline -> reports/
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
 	  --server-arg=--max-queue-size=512 --server-arg=--threads=1 --max-batch-size 1,16 \
-	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --data $(DATA) --out reports $(ARGS)
+	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --protocol genet,kserve-grpc,kserve-http --data $(DATA) --out reports $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
 # calibrated on real photos, exported once into REFERENCE_MODELS; server and baselines on 2 threads.

@@ -322,3 +322,33 @@ def test_http_and_grpc_v2_need_the_token_except_health(token_server, pixels):
         metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME), timeout=10,
                                       metadata=(("authorization", "Bearer " + TOKEN),))
         assert metadata.name == MODEL_NAME
+
+
+# ---- the client library's protocols ----
+
+def test_the_client_library_gives_the_same_results_over_every_protocol(server, images, genet_scores):
+    from clients.kserve import PROTOCOLS, create_client
+    _, ranking = genet_scores
+    targets = {"genet": server.address, "kserve-grpc": server.address, "kserve-http": server.http_url}
+    for protocol in PROTOCOLS:
+        with create_client(protocol, targets[protocol], model_name=MODEL_NAME, timeout_s=60) as client:
+            result = client.classify(images, top_k=3)
+        assert result.model_name == MODEL_NAME, protocol
+        assert [[(p.class_id, p.label) for p in image] for image in result.predictions] == \
+            [row[:3] for row in ranking], protocol
+
+
+def test_benchmark_measures_the_three_protocols_side_by_side(server, images, tmp_path):
+    from clients.benchmark.cli import main
+    paths = []
+    for index, image in enumerate(images[:2]):
+        paths.append(str(tmp_path / "image{}.jpg".format(index)))
+        (tmp_path / "image{}.jpg".format(index)).write_bytes(image)
+    status = main(["--target", server.address, "--http-target", server.http_url, "--label", "s",
+                   "--protocol", "genet,kserve-grpc,kserve-http", "--concurrency", "2", "--warmup", "0.2",
+                   "--duration", "1", "--images", *paths, "--no-offline", "--out", str(tmp_path / "out")])
+    assert status == 0
+    runs = json.loads((tmp_path / "out" / "benchmark.json").read_text())["runs"]
+    assert [(run["server"], run["protocol"]) for run in runs] == [
+        ("s genet", "genet"), ("s kserve-grpc", "kserve-grpc"), ("s kserve-http", "kserve-http")]
+    assert all(run["throughput_ips"] > 0 and not run["errors"] for run in runs)

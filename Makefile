@@ -29,7 +29,7 @@ METRICS_PORT ?= 8501
 HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: help setup protos data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
+.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -61,6 +61,11 @@ genet/v1/classifier_pb2_grpc.py: protos/genet/v1/classifier.proto $(VENV_LITE)/.
 # The Open Inference Protocol (KServe v2): package `inference`, generated into inference/.
 inference/grpc_predict_v2_pb2_grpc.py: protos/inference/grpc_predict_v2.proto $(VENV_LITE)/.installed
 	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/inference/grpc_predict_v2.proto
+
+# The browser test and make demo's screenshot drive Debian's headless Chromium (installed here as root, as in CI).
+browser: ## install Debian's chromium and chromium-driver when missing (the page's browser test, the demo's screenshot)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 data: $(VENV)/.installed ## build data/fmnist (Fashion-MNIST as JPEG folders) and data/photos
 	$(PY) -m training.prepare_data $(ARGS)
@@ -117,5 +122,5 @@ demo: ## the main job end to end: setup -> data -> train -> export -> serve -> c
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
 	rm -rf $(VENV) $(VENV_LITE) $(VENV_TRITON) genet inference build .pytest_cache
 
-test: setup $(VENV_TRITON)/.installed ## run the test suite (sets up everything it needs)
+test: setup $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)

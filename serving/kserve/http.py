@@ -6,6 +6,7 @@ Routes ({v}: /versions/<version> may follow the model's name; without it, the la
 |---|---|
 | GET /v2 | server metadata |
 | GET /v2/health/live, /v2/health/ready | 200, or 503 while not ready (open without a token) |
+| POST /v2/repository/index | Triton's repository index: [{"name", "version", "state"}] |
 | GET /v2/models/{model}{v} | model metadata |
 | GET /v2/models/{model}{v}/ready | 200, 503 while not ready, 404 unknown |
 | POST /v2/models/{model}{v}/infer | JSON tensors, and the binary tensor data extension |
@@ -71,6 +72,7 @@ class KServeHttp:
         app.router.add_get("/v2", self.server_metadata)
         app.router.add_get("/v2/health/live", self.server_live)
         app.router.add_get("/v2/health/ready", self.server_ready)
+        app.router.add_post("/v2/repository/index", self.repository_index)
         for model in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             app.router.add_get(model, self.model_metadata)
             app.router.add_get(model + "/ready", self.model_ready)
@@ -129,6 +131,11 @@ class KServeHttp:
         """200 while the server is ready, else 503."""
         ready = self.service.server_ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    @operation("RepositoryIndex")
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Triton's repository index (the page finds the model's name with it)."""
+        return web.json_response(self.service.repository_index())
 
     @operation("ModelMetadata")
     async def model_metadata(self, request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from serving.dataplane import DataPlane, Inference, Prediction, top_predictions
-from serving.errors import InvalidInput, NotFound
+from serving.errors import InvalidInput, NotFound, ServingError
 from serving.kserve.tensors import BYTES, Tensor, bytes_tensor
 from serving.model import ServedModel
 
@@ -83,6 +83,12 @@ class KServeService:
             raise NotFound("unknown model {!r}: this server serves {!r}".format(name[:64], registry.name))
         return registry.get(version)
 
+    def repository_index(self) -> List[Dict[str, str]]:
+        """Triton's repository index: every loaded version of the served model and whether it is READY."""
+        registry = self.dataplane.registry
+        return [{"name": registry.name, "version": version, "state": _state(registry, version)}
+                for version in registry.versions()]
+
     def model_metadata(self, name: str, version: str) -> Dict[str, Any]:
         """The model's name, loaded versions, platform and tensors (docs/kserve.md)."""
         model = self.model(name, version)
@@ -111,6 +117,14 @@ class KServeService:
 def deadline_after(timeout_s: Optional[float]) -> Optional[float]:
     """A time.monotonic() deadline `timeout_s` from now, or None."""
     return None if timeout_s is None else time.monotonic() + timeout_s
+
+
+def _state(registry, version: str) -> str:
+    try:
+        registry.get(version)
+    except ServingError:
+        return "UNAVAILABLE"
+    return "READY"
 
 
 def _the_input(inputs: Sequence[Tensor]) -> Tensor:

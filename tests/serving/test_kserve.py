@@ -352,3 +352,29 @@ def test_benchmark_measures_the_three_protocols_side_by_side(server, images, tmp
     assert [(run["server"], run["protocol"]) for run in runs] == [
         ("s genet", "genet"), ("s kserve-grpc", "kserve-grpc"), ("s kserve-http", "kserve-http")]
     assert all(run["throughput_ips"] > 0 and not run["errors"] for run in runs)
+
+
+# ---- the browser page ----
+
+def test_the_browser_page_shows_genet_v1_top1(server, tmp_path):
+    from clients import browser
+    reason = browser.missing()
+    if reason:
+        pytest.skip(reason)
+    photos = sorted((REPO_ROOT / "data" / "photos").glob("*.jpg"))[:2]
+    if not photos:
+        pytest.skip("no data/photos (make data)")
+    with grpc.insecure_channel(server.address) as channel:
+        response = classifier_pb2_grpc.ClassifierStub(channel).Classify(
+            classifier_pb2.ClassifyRequest(images=[p.read_bytes() for p in photos], top_k=5), timeout=60)
+    driver = browser.open_browser()
+    try:
+        shown = browser.classify_on_page(driver, server.http_url, photos)
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        model = driver.find_element("id", "model-name").text
+        backend = driver.find_element("id", "backend").text
+    finally:
+        driver.quit()
+    assert (model, backend) == (MODEL_NAME, "mindspore_lite")
+    assert [labels for labels in shown] == [[p.label for p in r.predictions] for r in response.results]
+    assert (tmp_path / "page.png").stat().st_size > 0

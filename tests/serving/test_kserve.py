@@ -2,6 +2,7 @@
 with JSON tensors, error statuses, tokens, and batching shared with genet.v1."""
 import json
 import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -378,3 +379,34 @@ def test_the_browser_page_shows_genet_v1_top1(server, tmp_path):
     assert (model, backend) == (MODEL_NAME, "mindspore_lite")
     assert [labels for labels in shown] == [[p.label for p in r.predictions] for r in response.results]
     assert (tmp_path / "page.png").stat().st_size > 0
+
+
+# ---- TLS ----
+
+def test_https_with_the_grpc_certificates_and_client_ca(pki, model_repository, tmp_path):
+    from tests.serving.tls_testing import client_credentials, have_openssl, start_tls_server
+    if not have_openssl():
+        pytest.skip("needs the openssl command")
+    server = start_tls_server(model_repository, tmp_path, client_credentials(pki, pki.client_cert, pki.client_key),
+                              "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+                              "--tls-client-ca", str(pki.ca), "--http-port", "0")
+    try:
+        assert server.http_url.startswith("https://")
+        ready = server.http_url + "/v2/models/{}/ready".format(MODEL_NAME)
+        client = (str(pki.client_cert), str(pki.client_key))
+        assert requests.get(ready, verify=str(pki.ca), cert=client, timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: refused after the handshake
+            requests.get(ready, verify=str(pki.ca), timeout=10)  # no client certificate
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(ready, verify=str(pki.rogue_ca), cert=client, timeout=10)  # a server it does not trust
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(server.http_url.replace("https://", "http://") + "/v2/health/live", timeout=10)
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_plaintext_http_beyond_loopback_needs_allow_insecure(model_repository):
+    completed = subprocess.run([sys.executable, "-m", "serving", "--model-repository", str(model_repository),
+                                "--port", "0", "--http-port", "0", "--http-host", "0.0.0.0"],
+                               cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2 and "--http-host 0.0.0.0 is reachable" in completed.stderr, completed.stderr

@@ -12,6 +12,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence
+from urllib.parse import quote
 
 import grpc
 import requests
@@ -143,7 +144,7 @@ class KServeHttpClient(_KServeClient):
             "inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(request.images)],
                         "parameters": {"binary_data_size": len(raw)}}],
             "outputs": [{"name": OUTPUT, "parameters": {"classification": request.top_k or 5}}]}).encode()
-        version = "/versions/" + request.model_version if request.model_version else ""
+        version = "/versions/" + quote(request.model_version, safe="") if request.model_version else ""
         headers = dict(self._headers, **{"Inference-Header-Content-Length": str(len(header)),
                                          "Inference-Timeout-Ms": str(int(timeout_s * 1000)),
                                          "Content-Type": "application/octet-stream"})

@@ -45,6 +45,7 @@ STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 
 CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}
 OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})
 PAGE = Path(__file__).with_name("page.html")
+MAX_LINE_BYTES = 64 * 1024
 
 
 def operation(name: str) -> Callable:
@@ -95,7 +96,7 @@ class KServeHttp:
                 return error_response(STATUS[refusal.code], refusal.message, {"WWW-Authenticate": "Bearer"})
             except web.HTTPException as error:  # no such route, wrong method, body too large
                 outcome.code = CODES.get(error.status, "UNKNOWN")
-                return error_response(error.status, error.text if error.status == 413 else error.reason)
+                return error_response(error.status, _describe(error))
             except asyncio.CancelledError:  # the client went away
                 outcome.code = "CANCELLED"
                 raise
@@ -213,8 +214,9 @@ async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body
 
     A client that disconnects cancels its handler, like a cancelled gRPC call: its queued images are dropped.
     """
+    # Request lines up to 64 KiB: a long version in the URL gets NOT_FOUND as over gRPC, not a parser error.
     runner = web.AppRunner(handlers.application(max_body_bytes), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=shutdown_timeout_s)
+                           shutdown_timeout=shutdown_timeout_s, max_line_size=MAX_LINE_BYTES)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
@@ -223,6 +225,12 @@ async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body
         await runner.cleanup()
         raise OSError("cannot bind HTTP {}:{}: {}".format(host, port, error)) from None
     return runner, runner.addresses[-1][1]
+
+
+def _describe(error: web.HTTPException) -> str:
+    if error.status == 413:  # the words of gRPC's "Received message larger than max"
+        return "request body larger than max (--max-message-mb): {}".format(error.text)
+    return error.reason
 
 
 def _model(request: web.Request) -> Tuple[str, str]:

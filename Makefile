@@ -7,6 +7,7 @@ PYTHON311 ?= $(shell scripts/find_python.sh 3.11)
 PYTHON37 ?= $(shell scripts/find_python.sh 3.7)
 VENV := .venv
 VENV_LITE := .venv-lite
+VENV_TRITON := .venv-triton
 PY := $(VENV)/bin/python
 PY_LITE := $(VENV_LITE)/bin/python
 
@@ -25,9 +26,10 @@ FORMATS ?=
 MODELS ?= models
 PORT ?= 8500
 METRICS_PORT ?= 8501
+HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: help setup protos data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
+.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -39,15 +41,31 @@ $(VENV)/.installed: requirements/main.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/main.txt
 	touch $@
 
+# tritonclient (the stock KServe v2 client the tests check the server with) pins protobuf < 7, which the
+# server's grpcio 1.85 refuses: it gets an environment of its own, used only by tests as subprocesses.
+$(VENV_TRITON)/.installed: requirements/triton.txt
+	test -x $(VENV_TRITON)/bin/python || $(PYTHON311) -m venv $(VENV_TRITON)
+	$(VENV_TRITON)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/triton.txt
+	touch $@
+
 $(VENV_LITE)/.installed: requirements/lite.txt
 	test -x $(PY_LITE) || $(PYTHON37) -m venv $(VENV_LITE)
 	$(PY_LITE) -m pip install --quiet --disable-pip-version-check -r requirements/lite.txt
 	touch $@
 
-protos: genet/v1/classifier_pb2_grpc.py ## generate the gRPC stubs from protos/ (grpcio-tools 1.62.3: loads under protobuf 4.x and 7.x)
+protos: genet/v1/classifier_pb2_grpc.py inference/grpc_predict_v2_pb2_grpc.py ## generate the gRPC stubs from protos/ (grpcio-tools 1.62.3: loads under protobuf 4.x and 7.x)
 
 genet/v1/classifier_pb2_grpc.py: protos/genet/v1/classifier.proto $(VENV_LITE)/.installed
 	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/genet/v1/classifier.proto
+
+# The Open Inference Protocol (KServe v2): package `inference`, generated into inference/.
+inference/grpc_predict_v2_pb2_grpc.py: protos/inference/grpc_predict_v2.proto $(VENV_LITE)/.installed
+	$(PY_LITE) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/inference/grpc_predict_v2.proto
+
+# The browser test and make demo's screenshot drive Debian's headless Chromium (installed here as root, as in CI).
+browser: ## install Debian's chromium and chromium-driver when missing (the page's browser test, the demo's screenshot)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 data: $(VENV)/.installed ## build data/fmnist (Fashion-MNIST as JPEG folders) and data/photos
 	$(PY) -m training.prepare_data $(ARGS)
@@ -71,8 +89,8 @@ export: setup ## export CKPT to a new version under models/NAME/ (FORMATS=mindir
 export-random: setup ## export a randomly initialised network of CONFIG, BatchNorm calibrated on photos (for tests and benchmarks)
 	$(PY) -m export --random-init --calibrate-bn --config $(CONFIG) --name $(NAME) --repository $(MODELS) $(if $(FORMATS),--formats $(FORMATS)) $(ARGS)
 
-serve: setup ## serve the latest exported models on PORT (front in .venv, MindSpore Lite in a .venv-lite worker)
-	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+serve: setup ## serve the latest exported models: gRPC (genet.v1, KServe v2) on PORT, KServe v2 HTTP and the browser page on HTTP_PORT
+	$(PY) -m serving --model-repository $(MODELS) --port $(PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 classify: setup ## classify IMAGES (default data/photos/*) with the server at TARGET (default 127.0.0.1:PORT)
 	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)
@@ -80,10 +98,10 @@ classify: setup ## classify IMAGES (default data/photos/*) with the server at TA
 # Servers run 1 inference thread: the second core serves gRPC and preprocessing beside it (measured:
 # 2 Lite threads on shared cores cost 2.25 instead of 1.68 CPU ms per image). The offline baseline
 # keeps its faster 2 threads.
-bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep with 1 and 16 images per request, accuracy on DATA, offline baseline -> reports/
+bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA, offline baseline -> reports/
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
 	  --server-arg=--max-queue-size=512 --server-arg=--threads=1 --max-batch-size 1,16 \
-	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --data $(DATA) --out reports $(ARGS)
+	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --protocol genet,kserve-grpc,kserve-http --data $(DATA) --out reports $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
 # calibrated on real photos, exported once into REFERENCE_MODELS; server and baselines on 2 threads.
@@ -95,14 +113,14 @@ bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init
 	  --max-batch-size 8 --concurrency 1,4,16 \
 	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime,openvino --out reports/reference $(ARGS)
 
-stress: setup ## fault-and-load suite: bad inputs, 4x overload, cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
+stress: setup ## fault-and-load suite: bad inputs and 4x overload (gRPC and HTTP), cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
 	$(PY) -m clients.stress --report reports/stress.json $(ARGS)
 
 demo: ## the main job end to end: setup -> data -> train -> export -> serve -> classify -> bench
 	scripts/demo.sh
 
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
-	rm -rf $(VENV) $(VENV_LITE) genet build .pytest_cache
+	rm -rf $(VENV) $(VENV_LITE) $(VENV_TRITON) genet inference build .pytest_cache
 
-test: setup ## run the test suite (sets up everything it needs)
+test: setup $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)

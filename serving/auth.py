@@ -1,10 +1,12 @@
-"""Bearer-token authentication: one grpc.aio server interceptor in front of every service.
+"""Bearer-token authentication: one grpc.aio server interceptor in front of every service; the same
+token check (`BearerTokens`) guards the KServe v2 HTTP endpoint.
 
 A call must carry `authorization: Bearer <token>` metadata with one of the tokens of
 `--auth-token-file`: no (or a malformed) header answers UNAUTHENTICATED, an unknown token
-PERMISSION_DENIED. Health checks and reflection stay open so that load balancers and
-orchestrators can probe the server without a secret (they reveal only the status and the
-public proto). A refused call is answered before its request is deserialised.
+PERMISSION_DENIED. Health checks (grpc.health.v1, KServe v2's ServerLive and ServerReady) and
+reflection stay open so that load balancers and orchestrators can probe the server without a
+secret (they reveal only the status and the public proto). A refused call is answered before its
+request is deserialised.
 """
 from __future__ import annotations
 
@@ -45,36 +47,28 @@ def read_tokens(path: str) -> List[bytes]:
     return [token.encode("utf-8") for token in tokens]
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls to protected services unless they carry one of the accepted bearer tokens."""
+class BearerTokens:
+    """The accepted tokens and the check of an `authorization` header, shared by gRPC and HTTP."""
 
-    def __init__(self, tokens: Iterable[bytes], registry: CollectorRegistry,
-                 open_services: Tuple[str, ...] = OPEN_SERVICES) -> None:
+    def __init__(self, tokens: Iterable[bytes], registry: CollectorRegistry) -> None:
         # Digests have one length, so the comparison time does not reveal a token's length either.
         self._digests = [hashlib.sha256(token).digest() for token in tokens]
-        self._open_prefixes = tuple("/{}/".format(service) for service in open_services)
         self._rejections = Counter("genet_auth_rejections", "Calls refused by token authentication, by code",
                                    ["code"], registry=registry)
 
-    async def intercept_service(self, continuation, handler_call_details):
-        """Pass open and authorised calls on; answer the others with their status."""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._open_prefixes):
-            return handler
-        refusal = self._check(_authorization(handler_call_details.invocation_metadata))
-        if refusal is None:
-            return handler
-        code, message = refusal
-        self._rejections.labels(code=code.name).inc()
-        LOG.debug("refused %s: %s", handler_call_details.method, message)
-        return _refusing_handler(handler, code, message)
+    def check(self, header: Optional[str]) -> Optional[Tuple[str, str]]:
+        """None when `header` holds an accepted token, else the status code name and message to answer with
+        (counted as a rejection)."""
+        refusal = self._refusal(header)
+        if refusal is not None:
+            self._rejections.labels(code=refusal[0]).inc()
+        return refusal
 
-    def _check(self, header: Optional[str]) -> Optional[Tuple[grpc.StatusCode, str]]:
-        """None when `header` holds an accepted token, else the status and message to answer with."""
+    def _refusal(self, header: Optional[str]) -> Optional[Tuple[str, str]]:
         if header is None or not header.lower().startswith(BEARER) or not header[len(BEARER):].strip():
-            return grpc.StatusCode.UNAUTHENTICATED, "missing bearer token: send 'authorization: Bearer <token>'"
+            return "UNAUTHENTICATED", "missing bearer token: send 'authorization: Bearer <token>'"
         if not self.accepts(header[len(BEARER):].strip().encode("utf-8")):
-            return grpc.StatusCode.PERMISSION_DENIED, "the bearer token is not accepted"
+            return "PERMISSION_DENIED", "the bearer token is not accepted"
         return None
 
     def accepts(self, token: bytes) -> bool:
@@ -82,6 +76,32 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         digest = hashlib.sha256(token).digest()
         matches = [hmac.compare_digest(digest, accepted) for accepted in self._digests]
         return any(matches)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls to protected services unless they carry one of the accepted bearer tokens.
+
+    `open_methods` are further full method names ("/package.Service/Method") that stay open.
+    """
+
+    def __init__(self, tokens: BearerTokens, open_services: Tuple[str, ...] = OPEN_SERVICES,
+                 open_methods: Tuple[str, ...] = ()) -> None:
+        self._tokens = tokens
+        self._open_prefixes = tuple("/{}/".format(service) for service in open_services)
+        self._open_methods = frozenset(open_methods)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        """Pass open and authorised calls on; answer the others with their status."""
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(self._open_prefixes) or method in self._open_methods:
+            return handler
+        refusal = self._tokens.check(_authorization(handler_call_details.invocation_metadata))
+        if refusal is None:
+            return handler
+        code, message = refusal
+        LOG.debug("refused %s: %s", method, message)
+        return _refusing_handler(handler, getattr(grpc.StatusCode, code), message)
 
 
 def _authorization(metadata) -> Optional[str]:

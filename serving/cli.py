@@ -23,7 +23,7 @@ from serving.model import running_inference_threads
 from serving.repository import resolve_model_name
 from serving.server import Security, serve
 from serving.settings import Settings, settings_fields
-from serving.tls import is_loopback, server_credentials
+from serving.tls import is_loopback, server_credentials, server_ssl_context
 from serving.verify import verified_manifest
 
 LOG = logging.getLogger("serving")
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Serve the latest version of a model from a model repository over gRPC "
-                    "(genet.v1.Classifier, grpc.health.v1, reflection) with dynamic batching.")
+                    "(genet.v1.Classifier, KServe v2 inference.GRPCInferenceService, grpc.health.v1, reflection) "
+                    "and KServe v2 HTTP/REST (--http-port) with dynamic batching.")
     hints = typing.get_type_hints(Settings)
     for field in settings_fields():
         flag = "--" + field.name.replace("_", "-")
@@ -65,10 +66,13 @@ def read_security(settings: Settings) -> Security:
     security = Security(
         credentials=server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         if settings.tls else None,
-        tokens=None if settings.auth_token_file is None else read_tokens(settings.auth_token_file))
-    if not settings.tls and not is_loopback(settings.host):
+        tokens=None if settings.auth_token_file is None else read_tokens(settings.auth_token_file),
+        ssl_context=server_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        if settings.tls and settings.http_port is not None else None)
+    exposed = [settings.host] + ([settings.http_address] if settings.http_port is not None else [])
+    for host in sorted(set(h for h in exposed if not settings.tls and not is_loopback(h))):
         LOG.warning("--allow-insecure: serving PLAINTEXT on %s; anyone who can reach it can read the traffic%s",
-                    settings.host, " and the bearer tokens" if security.tokens is not None else "")
+                    host, " and the bearer tokens" if security.tokens is not None else "")
     return security
 
 

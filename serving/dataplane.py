@@ -1,6 +1,6 @@
 """The transport-free data plane: validate, admit, preprocess in the pool, batch, rank.
 
-gRPC servicers call these coroutines with plain Python values and convert the results; every
+Both protocols (genet.v1 and KServe v2 over gRPC and HTTP) call these coroutines with plain Python values and convert the results; every
 failure is a `serving.errors.ServingError` carrying its status code.
 """
 from __future__ import annotations
@@ -43,6 +43,16 @@ class Classification(NamedTuple):
     results: List[List[Prediction]]
 
 
+class Inference(NamedTuple):
+    """Class probabilities of a request's images, in request order, and the version that computed them."""
+
+    model_name: str
+    model_version: str
+    labels: Sequence[str]
+    probabilities: np.ndarray
+    """(images, num_classes) float64 softmax probabilities."""
+
+
 class DataPlane:
     """Classification and model metadata over the registry (served models) and the preprocessing pool."""
 
@@ -56,25 +66,41 @@ class DataPlane:
     async def classify(self, images: Sequence[bytes], top_k: int, version: str,
                        deadline: Optional[float]) -> Classification:
         """Top-k predictions for every image; `deadline` is a time.monotonic() value or None."""
-        self._check_request(images)
+        inference = await self.infer_images(images, version, deadline)
+        return Classification(inference.model_name, inference.model_version,
+                              top_predictions(inference.probabilities, top_k, inference.labels))
+
+    async def infer_images(self, images: Sequence[bytes], version: str, deadline: Optional[float]) -> Inference:
+        """Class probabilities of encoded image files, preprocessed as in training's eval pipeline."""
+        self._check_count(len(images))
         model = self.registry.get(version)
         with model.admit(len(images), deadline) as ticket:
             arrays = await self._preprocess(model, images)
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpired("deadline exceeded during preprocessing")
             logits = await ticket.submit(arrays)
-        return Classification(model.name, model.version, rank(logits, top_k, model.labels))
+        return Inference(model.name, model.version, model.labels, softmax(logits))
+
+    async def infer_tensor(self, batch: np.ndarray, version: str, deadline: Optional[float]) -> Inference:
+        """Class probabilities of images the client preprocessed itself: `batch` is (N, 3, crop, crop) float32,
+        normalised as the manifest says; shape, dtype and finiteness are checked, nothing is decoded."""
+        model = self.registry.get(version)
+        _check_tensor(batch, model.input_shape)
+        self._check_count(len(batch))
+        with model.admit(len(batch), deadline) as ticket:
+            logits = await ticket.submit(list(batch))
+        return Inference(model.name, model.version, model.labels, softmax(logits))
 
     def model_info(self, version: str) -> Dict[str, Any]:
         """What is served, as a dict shaped like the ModelInfo message."""
         return describe(self.registry.get(version), self.settings, self.registry.versions())
 
-    def _check_request(self, images: Sequence[bytes]) -> None:
+    def _check_count(self, images: int) -> None:
         if not images:
             raise InvalidInput("the request has no images")
-        if len(images) > self.settings.max_images_per_request:
+        if images > self.settings.max_images_per_request:
             raise InvalidInput("the request has {} images; the limit is {} (--max-images-per-request)".format(
-                len(images), self.settings.max_images_per_request))
+                images, self.settings.max_images_per_request))
 
     async def _preprocess(self, model: ServedModel, images: Sequence[bytes]) -> List[np.ndarray]:
         """Run the eval transform on every image; the first bad image fails the request.
@@ -124,11 +150,31 @@ class DataPlane:
         return outcomes
 
 
-def rank(logits: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Prediction]]:
-    """Softmax each row and keep the top_k classes (0 means 5; more than the classes means all)."""
+def _check_tensor(batch: np.ndarray, image_shape: Sequence[int]) -> None:
+    """INVALID_ARGUMENT unless `batch` is a float32 (N, *image_shape) array of finite values."""
+    expected = "(N, {})".format(", ".join(str(d) for d in image_shape))
+    if batch.dtype != np.float32:
+        raise InvalidInput("the image tensor must be float32 {}, got {}".format(expected, batch.dtype))
+    if batch.ndim != len(image_shape) + 1 or tuple(batch.shape[1:]) != tuple(image_shape):
+        raise InvalidInput("the image tensor must have shape {}, got {}".format(expected, list(batch.shape)))
+    if not np.isfinite(batch).all():
+        raise InvalidInput("the image tensor holds NaN or infinite values")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
     logits = logits.astype(np.float64)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def rank(logits: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Prediction]]:
+    """Softmax each row and keep the top_k classes (0 means 5; more than the classes means all)."""
+    return top_predictions(softmax(logits), top_k, labels)
+
+
+def top_predictions(probabilities: np.ndarray, top_k: int, labels: Sequence[str]) -> List[List[Prediction]]:
+    """The top_k classes of each row, in descending probability (0 means 5; more than the classes means all)."""
     k = min(top_k or DEFAULT_TOP_K, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [[Prediction(int(c), labels[c], float(row[c])) for c in top] for row, top in zip(probabilities, order)]

@@ -25,6 +25,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._changed = asyncio.Condition()
         self._draining = False
 
+    @property
+    def serving(self) -> bool:
+        """True while the server as a whole is SERVING (not before the model is ready, nor once draining)."""
+        return self._status.get("") == SERVING
+
     async def set_serving(self, serving: bool) -> None:
         """Set every service SERVING or NOT_SERVING (ignored once draining)."""
         if not self._draining:

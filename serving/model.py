@@ -9,7 +9,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,6 +53,12 @@ class ServedModel:
     def labels(self) -> Sequence[str]:
         """The class labels, by class id."""
         return self.manifest.labels
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """One preprocessed image's shape: (3, crop_size, crop_size)."""
+        crop = self.manifest.preprocessing.crop_size
+        return 3, crop, crop
 
     def admit(self, images: int, deadline: Optional[float]) -> ContextManager[Ticket]:
         """Queue capacity for a request's `images` from its arrival; see DynamicBatcher.admit."""

@@ -1,29 +1,36 @@
-"""The gRPC server: Classifier, health and reflection services, and its lifecycle.
+"""The gRPC server: Classifier, KServe v2, health and reflection services; the KServe v2 HTTP endpoint; lifecycle.
 
 Lifecycle: bind and start with health NOT_SERVING -> load and warm the model -> SERVING, with
 the repository watcher swapping in new versions (`serving.reload`) -> (stop requested) stop the
 watcher, NOT_SERVING, stop accepting, finish queued and in-flight work within the grace period ->
 release the models. While the latest version is out of service (no live inference worker, or a
 failed batcher), health is NOT_SERVING. TLS and token authentication (`serving.tls`,
-`serving.auth`) wrap every service.
+`serving.auth`) wrap every service. The HTTP endpoint (`--http-port`, `serving.kserve.http`) runs on
+the same event loop and data plane, and stops with the gRPC server.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from genet.v1 import classifier_pb2_grpc
+from inference import grpc_predict_v2_pb2_grpc
 from modelrepo.manifest import Manifest
-from serving.auth import TokenAuthInterceptor
+from serving.auth import BearerTokens, TokenAuthInterceptor
 from serving.dataplane import DataPlane
 from serving.health import HEALTH_SERVICE, HealthServicer
+from serving.kserve.grpc_servicer import KSERVE_SERVICE, OPEN_METHODS, KServeServicer
+from serving.kserve.http import KServeHttp, start_http_server
+from serving.kserve.service import KServeService
 from serving.metrics import ServingMetrics, start_metrics_server
 from serving.model import load_model
 from serving.registry import ModelRegistry
@@ -32,7 +39,7 @@ from serving.servicers import CLASSIFIER_SERVICE, ClassifierServicer
 from serving.settings import Settings
 
 LOG = logging.getLogger(__name__)
-HEALTH_SERVICES = ("", CLASSIFIER_SERVICE)  # "" is the server's overall health
+HEALTH_SERVICES = ("", CLASSIFIER_SERVICE, KSERVE_SERVICE)  # "" is the server's overall health
 
 
 @dataclass(frozen=True)
@@ -43,28 +50,33 @@ class Security:
     """TLS server credentials; None serves plaintext."""
     tokens: Optional[List[bytes]] = None
     """Accepted bearer tokens; None lets every call in."""
+    ssl_context: Optional[ssl.SSLContext] = None
+    """The same TLS for the HTTP endpoint; None serves plain HTTP."""
 
 
-async def create_server(settings: Settings, dataplane: DataPlane, health_servicer: HealthServicer,
-                        metrics: ServingMetrics, security: Security = Security()) -> Tuple[grpc.aio.Server, int]:
+async def create_server(settings: Settings, kserve: KServeService, health_servicer: HealthServicer,
+                        metrics: ServingMetrics, tokens: Optional[BearerTokens] = None,
+                        credentials: Optional[grpc.ServerCredentials] = None) -> Tuple[grpc.aio.Server, int]:
     """Build, bind and start the gRPC server; returns it with the bound port (settings.port 0 picks one)."""
     interceptors = []
-    if security.tokens is not None:
-        interceptors.append(TokenAuthInterceptor(security.tokens, metrics.registry))
+    if tokens is not None:
+        interceptors.append(TokenAuthInterceptor(tokens, open_methods=OPEN_METHODS))
     # maximum_concurrent_rpcs bounds the handlers, but gRPC still receives every request sent on a
     # connection; HTTP/2's MAX_CONCURRENT_STREAMS bounds what one connection can send (serving/README.md).
     server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
                              options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                                       ("grpc.max_send_message_length", settings.max_message_bytes),
                                       ("grpc.max_concurrent_streams", settings.max_concurrent_rpcs)])
-    classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(dataplane, metrics), server)
+    classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(kserve.dataplane, metrics), server)
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(kserve, metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((CLASSIFIER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((CLASSIFIER_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
+                                        server)
     address = "{}:{}".format(settings.host, settings.port)
-    if security.credentials is None:
+    if credentials is None:
         port = server.add_insecure_port(address)
     else:
-        port = server.add_secure_port(address, security.credentials)
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError("cannot bind {}".format(address))
     await server.start()
@@ -87,12 +99,19 @@ async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
     watcher = RepositoryWatcher(settings.model_repository, registry, settings.backend, settings.keep_versions,
                                 ReloadMetrics(metrics.registry))
     pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="preprocess")
-    server, port = await create_server(settings, DataPlane(registry, settings, metrics, pool), health_servicer,
-                                       metrics, security)
+    kserve = KServeService(DataPlane(registry, settings, metrics, pool), lambda: health_servicer.serving)
+    tokens = None if security.tokens is None else BearerTokens(security.tokens, metrics.registry)
+    server, port = await create_server(settings, kserve, health_servicer, metrics, tokens, security.credentials)
     LOG.info("serving on %s:%d (%s%s)", settings.host, port, _describe_transport(settings),
              ", bearer tokens required" if security.tokens is not None else "")
-    httpd, watching = None, None
+    httpd, watching, http_runner = None, None, None
     try:
+        if settings.http_port is not None:
+            http_runner, http_port = await start_http_server(
+                KServeHttp(kserve, metrics, tokens), settings.http_address, settings.http_port,
+                settings.max_message_bytes, security.ssl_context, settings.grace_period_s)
+            LOG.info("http on %s://%s:%d (KServe v2 REST; the browser page at /)",
+                     "https" if security.ssl_context else "http", settings.http_address, http_port)
         if settings.metrics_port is not None:
             httpd, metrics_port = start_metrics_server(metrics, settings.metrics_address, settings.metrics_port)
             LOG.info("metrics on %s:%d", settings.metrics_address, metrics_port)
@@ -103,7 +122,7 @@ async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
     finally:
         if watching is not None:
             await _cancel(watching)  # before closing the registry: a load under way is abandoned
-        await _shut_down(settings, server, health_servicer, registry, metrics)
+        await _shut_down(settings, server, http_runner, health_servicer, registry, metrics)
         pool.shutdown(wait=False)
         if httpd is not None:
             httpd.shutdown()
@@ -146,8 +165,8 @@ async def _publish_readiness(registry: ModelRegistry, health_servicer: HealthSer
         LOG.error("health NOT_SERVING: %s version %s is out of service", registry.name, registry.latest)
 
 
-async def _shut_down(settings: Settings, server: grpc.aio.Server, health_servicer: HealthServicer,
-                     registry: ModelRegistry, metrics: ServingMetrics) -> None:
+async def _shut_down(settings: Settings, server: grpc.aio.Server, http_runner: Optional[web.AppRunner],
+                     health_servicer: HealthServicer, registry: ModelRegistry, metrics: ServingMetrics) -> None:
     """NOT_SERVING, then stop accepting RPCs while the batchers flush what was admitted."""
     LOG.info("shutting down: finishing queued and in-flight requests (grace period %.1f s)",
              settings.grace_period_s)
@@ -155,5 +174,8 @@ async def _shut_down(settings: Settings, server: grpc.aio.Server, health_service
     metrics.model_ready.set(0)
     # Closing a batcher stops its batch delay at once; RPCs still running after the grace
     # period are cancelled by gRPC, which releases their queued work.
-    await asyncio.gather(server.stop(settings.grace_period_s), registry.close(settings.grace_period_s))
+    stopping = [server.stop(settings.grace_period_s), registry.close(settings.grace_period_s)]
+    if http_runner is not None:
+        stopping.append(http_runner.cleanup())  # finishes requests in flight within the grace period
+    await asyncio.gather(*stopping)
     LOG.info("stopped")

@@ -1,11 +1,15 @@
-"""gRPC servicers: convert messages, delegate to the data plane, map errors to statuses in one place."""
+"""gRPC servicers: convert messages, delegate to the data plane, map errors to statuses in one place.
+
+`recorded_call` records every protocol's calls (genet.v1, KServe v2 gRPC and HTTP) in the same metrics.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import grpc
 from google.protobuf import json_format
@@ -19,33 +23,46 @@ LOG = logging.getLogger(__name__)
 CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 
 
+class CallOutcome:
+    """The status code a call ends with (a grpc.StatusCode name), set by the code handling it."""
+
+    code = "OK"
+
+
+@contextlib.contextmanager
+def recorded_call(metrics: ServingMetrics, method: str) -> Iterator[CallOutcome]:
+    """Count the call in progress, then its outcome's code and its latency (every protocol's handlers)."""
+    started = time.monotonic()
+    outcome = CallOutcome()
+    metrics.in_progress.labels(method=method).inc()
+    try:
+        yield outcome
+    finally:
+        # Recorded before the status leaves: a client holding its answer finds it counted.
+        metrics.in_progress.labels(method=method).dec()
+        metrics.requests.labels(method=method, code=outcome.code).inc()
+        metrics.request_latency.labels(method=method).observe(time.monotonic() - started)
+
+
 def rpc_method(handler):
     """Wrap a servicer method: ServingError -> its status, anything else -> INTERNAL; record metrics."""
     method = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self, request, context):
-        metrics: ServingMetrics = self.metrics
-        started = time.monotonic()
-        code, message = "OK", ""
-        metrics.in_progress.labels(method=method).inc()
-        try:
-            return await handler(self, request, context)
-        except ServingError as error:
-            code, message = error.code, error.message
-        except asyncio.CancelledError:
-            code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
-            raise
-        except Exception as error:  # a bug: log it, answer INTERNAL without internals
-            code = "INTERNAL"
-            message = "internal error in {}: {}".format(method, type(error).__name__)
-            LOG.exception("%s failed", method)
-        finally:
-            # Recorded before the status leaves: a client holding its answer finds it counted.
-            metrics.in_progress.labels(method=method).dec()
-            metrics.requests.labels(method=method, code=code).inc()
-            metrics.request_latency.labels(method=method).observe(time.monotonic() - started)
-        await context.abort(getattr(grpc.StatusCode, code), message)
+        with recorded_call(self.metrics, method) as outcome:
+            try:
+                return await handler(self, request, context)
+            except ServingError as error:
+                outcome.code, message = error.code, error.message
+            except asyncio.CancelledError:
+                outcome.code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
+                raise
+            except Exception as error:  # a bug: log it, answer INTERNAL without internals
+                outcome.code = "INTERNAL"
+                message = "internal error in {}: {}".format(method, type(error).__name__)
+                LOG.exception("%s failed", method)
+        await context.abort(getattr(grpc.StatusCode, outcome.code), message)
 
     return wrapper
 
@@ -61,7 +78,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     async def Classify(self, request, context):
         """Ranked labels for every image of the request, in request order."""
         result = await self.dataplane.classify(list(request.images), request.top_k, request.model_version,
-                                               _deadline(context))
+                                               deadline_of(context))
         return _classify_response(result)
 
     @rpc_method
@@ -79,7 +96,7 @@ def _classify_response(result: Classification) -> classifier_pb2.ClassifyRespons
     return response
 
 
-def _deadline(context) -> Optional[float]:
+def deadline_of(context) -> Optional[float]:
     """The caller's deadline as a time.monotonic() value, or None when it set none."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining

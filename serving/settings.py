@@ -31,6 +31,12 @@ class Settings:
         "Address to listen on. Anything but loopback exposes the server: that needs --tls-cert/--tls-key, "
         "or --allow-insecure to accept plaintext.", "127.0.0.1")
     port: int = _doc("gRPC port; 0 picks a free one (logged as 'serving on HOST:PORT').", 8500)
+    http_port: Optional[int] = _doc(
+        "KServe v2 HTTP/REST port (and the browser page at /); same TLS, tokens and limits as gRPC. 0 picks a "
+        "free one (logged as 'http on URL'), omitted disables HTTP.", None)
+    http_host: Optional[str] = _doc(
+        "Address of the HTTP port; default: --host. Anything but loopback without TLS needs --allow-insecure.",
+        None)
     metrics_port: Optional[int] = _doc(
         "Prometheus /metrics port (plain HTTP, no auth); 0 picks a free one, omitted disables metrics.", None)
     metrics_host: Optional[str] = _doc(
@@ -45,8 +51,8 @@ class Settings:
         "File of accepted bearer tokens, one per line ('#' comments allowed): calls must send "
         "'authorization: Bearer <token>'. Health and reflection stay open. Omitted: no token needed.", None)
     allow_insecure: bool = _doc(
-        "Accept listening on a non-loopback --host without TLS (plaintext, logged as a warning), and "
-        "/metrics on a non-loopback address.", False)
+        "Accept listening on a non-loopback --host or --http-host without TLS (plaintext, logged as a warning), "
+        "and /metrics on a non-loopback address.", False)
     reload_interval_s: float = _doc(
         "Seconds between scans of the repository for new versions (hot reload); 0 disables polling "
         "(SIGHUP still triggers a scan).", 10.0)
@@ -109,7 +115,7 @@ class Settings:
                      "max_image_pixels", "workers", "threads", "instances", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError("{} must be at least 1, got {}".format(_flag(name), getattr(self, name)))
-        for name in ("port", "metrics_port", "device_id"):
+        for name in ("port", "http_port", "metrics_port", "device_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError("{} must be in 0..65535, got {}".format(_flag(name), value))
@@ -134,6 +140,10 @@ class Settings:
         if not self.tls and not is_loopback(self.host) and not self.allow_insecure:
             raise ValueError("--host {} is reachable from other machines: give --tls-cert and --tls-key, or "
                              "--allow-insecure to serve plaintext".format(self.host))
+        if self.http_port is not None and not self.tls and not is_loopback(self.http_address) \
+                and not self.allow_insecure:
+            raise ValueError("--http-host {} is reachable from other machines: give --tls-cert and --tls-key, or "
+                             "--allow-insecure to serve plaintext HTTP".format(self.http_address))
         if self.metrics_port is not None and not is_loopback(self.metrics_address) and not self.allow_insecure:
             raise ValueError("--metrics-host {} is reachable from other machines and /metrics is plain HTTP "
                              "without authentication: give --allow-insecure to expose it, or a loopback "
@@ -143,6 +153,11 @@ class Settings:
     def tls(self) -> bool:
         """True when the server speaks TLS."""
         return self.tls_cert is not None
+
+    @property
+    def http_address(self) -> str:
+        """Host of the KServe v2 HTTP endpoint."""
+        return self.host if self.http_host is None else self.http_host
 
     @property
     def metrics_address(self) -> str:

@@ -1,11 +1,12 @@
 """Transport security: TLS and mutual-TLS server credentials, and whether an address is local.
 
-`--tls-cert`/`--tls-key` turn TLS on; `--tls-client-ca` additionally requires every client to
+`--tls-cert`/`--tls-key` turn TLS on (gRPC and the HTTP port); `--tls-client-ca` additionally requires every client to
 present a certificate signed by that CA (mutual TLS). Files are read once, at start-up.
 """
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from typing import Optional
 
 import grpc
@@ -26,6 +27,23 @@ def server_credentials(cert: str, key: str, client_ca: Optional[str] = None) -> 
         root_certificates=None if client_ca is None else _read(client_ca, "--tls-client-ca"),
         require_client_auth=client_ca is not None,
     )
+
+
+def server_ssl_context(cert: str, key: str, client_ca: Optional[str] = None) -> ssl.SSLContext:
+    """The same TLS (or mutual TLS) for the HTTP endpoint, as an ssl context (TLS 1.2 or newer)."""
+    files = [(cert, "--tls-cert"), (key, "--tls-key")] + ([(client_ca, "--tls-client-ca")] if client_ca else [])
+    for path, flag in files:
+        _read(path, flag)  # the same checks and messages as for gRPC
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except ssl.SSLError as error:
+        raise TlsFileError("cannot use --tls-cert {} with --tls-key {}: {}".format(cert, key, error)) from None
+    return context
 
 
 def _read(path: str, flag: str) -> bytes:

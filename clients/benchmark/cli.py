@@ -16,8 +16,10 @@ from clients.benchmark.report import format_summary, write_report
 from clients.benchmark.runner import LoadPlan, add_efficiency, offline_batch_size, run_levels
 from clients.benchmark.runtimes import RUNTIMES, cpu_description, native_bf16
 from clients.benchmark.servers import ServerSpec
+from clients.channel import join_targets
 from clients.client import ClientError
-from clients.options import add_connection_arguments, client_from_args
+from clients.kserve import PROTOCOLS, create_client
+from clients.options import add_connection_arguments, client_from_args, tls_from_args, token_from_args
 
 logger = logging.getLogger("clients.benchmark")
 LOAD_IMAGES = 16
@@ -40,6 +42,15 @@ def _names(text: str) -> List[str]:
     return names
 
 
+def _protocols(text: str) -> List[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = sorted(set(names) - set(PROTOCOLS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError("unknown protocol {}; valid: {}".format(", ".join(unknown),
+                                                                                 ", ".join(PROTOCOLS)))
+    return list(dict.fromkeys(names))
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line options."""
     parser = argparse.ArgumentParser(
@@ -57,6 +68,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--images", nargs="+", type=Path, default=[], metavar="PATH",
                       help="images (files, or folders searched for {}) for the load (default: {} images of "
                       "--data)".format(", ".join(sorted(IMAGE_SUFFIXES)), LOAD_IMAGES))
+    load.add_argument("--protocol", type=_protocols, default=["genet"], metavar="P[,P...]",
+                      help="protocols measured side by side on each server: genet (genet.v1), kserve-grpc, "
+                           "kserve-http (KServe v2; images as BYTES, top-k by the classification extension); "
+                           "default genet")
+    load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
     servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
     servers.add_argument("--start-server", action="store_true", help="start `python -m serving` per max batch size")
@@ -86,6 +102,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--start-server needs --model-repository")
     if not args.images and not args.data:
         parser.error("give --images or --data: the load needs images")
+    if args.target and "kserve-http" in args.protocol and not args.http_target:
+        parser.error("--protocol kserve-http with --target needs --http-target")
     if args.concurrency is None:
         args.concurrency = [] if args.rate else [1, 2, 4, 8, 16]
     return args
@@ -113,6 +131,8 @@ def load_images(args: argparse.Namespace) -> List[Path]:
 def server_specs(args: argparse.Namespace) -> List[ServerSpec]:
     """One ServerSpec per --max-batch-size value (one with the server's default when none is given)."""
     common = list(args.server_arg) + (["--threads", str(args.threads)] if args.threads else [])
+    if "kserve-http" in args.protocol:
+        common += ["--http-port", "0"]
     sizes = args.max_batch_size or [None]
     return [ServerSpec(label="mbs{}".format(size) if size else "server", model_repository=args.model_repository,
                        backend=args.backend, python=args.server_python,
@@ -128,34 +148,52 @@ def message_dict(message) -> dict:
 
 @contextlib.contextmanager
 def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
-    """(label, target addresses, metrics URL) of the server to measure, started first when spec is given."""
+    """(label, target addresses, metrics URL, HTTP address) of the server to measure, started first when spec
+    is given."""
     if spec is None:
-        yield args.label, args.target, args.metrics_url
+        yield args.label, args.target, args.metrics_url, args.http_target
         return
     with spec.process(args.out / "server-{}.log".format(spec.label)) as server:
-        yield spec.label, [server.address], server.metrics_url
+        yield spec.label, [server.address], server.metrics_url, server.http_url
 
 
 def measure_servers(args, images, progress) -> dict:
     """Runs the load levels on every server, accuracy on the last: runs, servers, last model info, accuracy."""
     plan = LoadPlan(args.concurrency, args.rate, args.images_per_request, args.warmup, args.duration, args.timeout)
-    measured = {"runs": [], "servers": [], "accuracy": None, "info": None}
+    measured = {"runs": [], "servers": [], "accuracy": None, "accuracy_by_protocol": {}, "info": None}
     specs = server_specs(args) if args.start_server else [None]
     for index, spec in enumerate(specs):
-        with endpoint(args, spec) as (label, target, metrics_url):
+        with endpoint(args, spec) as (label, target, metrics_url, http_target):
             with client_from_args(args, target) as client:
                 info = measured["info"] = client.model_info()
-                measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
-                                            "batching": message_dict(info.batching),
-                                            "options": list(spec.options) if spec else None})
-                measured["runs"] += run_levels(client, images, plan, label, info.batching.max_batch_size or None,
-                                               metrics_url, progress)
-                if args.data and index == len(specs) - 1:
-                    chunk = min(16, info.limits.max_images_per_request or 16)
-                    measured["accuracy"] = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
-                                                            progress.count("{} accuracy".format(label)))
-                    progress.done()
+            measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
+                                        "batching": message_dict(info.batching),
+                                        "options": list(spec.options) if spec else None})
+            for protocol in args.protocol:
+                # Several protocols: one series each ("mbs16 kserve-grpc"); genet alone keeps the plain label.
+                series = label if args.protocol == ["genet"] else "{} {}".format(label, protocol)
+                with protocol_client(args, protocol, target, http_target, info.name) as client:
+                    runs = run_levels(client, images, plan, series, info.batching.max_batch_size or None,
+                                      metrics_url, progress)
+                    measured["runs"] += [dict(run, protocol=protocol) for run in runs]
+                    if args.data and index == len(specs) - 1:
+                        chunk = min(16, info.limits.max_images_per_request or 16)
+                        accuracy = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
+                                                    progress.count("{} accuracy".format(series)))
+                        progress.done()
+                        measured["accuracy_by_protocol"][protocol] = accuracy
+                        measured["accuracy"] = measured["accuracy"] or accuracy
     return measured
+
+
+def protocol_client(args: argparse.Namespace, protocol: str, target: Sequence[str], http_target: Optional[str],
+                    model_name: str):
+    """The client of `protocol` configured by the connection options (retries: genet.v1 only)."""
+    if protocol == "genet":
+        return client_from_args(args, target)
+    address = http_target if protocol == "kserve-http" else join_targets(target)
+    return create_client(protocol, address, model_name=model_name, timeout_s=args.timeout, tls=tls_from_args(args),
+                         token=token_from_args(args))
 
 
 def offline_sizes(args, runs) -> List[int]:
@@ -214,9 +252,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     add_efficiency(measured["runs"], offline)
     server = message_dict(measured["info"])
-    report = {"runs": measured["runs"], "offline": offline, "accuracy": measured["accuracy"], "server": server,
+    report = {"runs": measured["runs"], "offline": offline, "accuracy": measured["accuracy"],
+              "accuracy_by_protocol": measured["accuracy_by_protocol"], "server": server,
               "servers": measured["servers"], "images": [str(p) for p in images], "runtimes": runtimes, "cpu": cpu}
     paths = write_report(report, args.out)
     print(format_summary(report))
+    if len(report["accuracy_by_protocol"]) > 1:
+        print("\n" + "\n".join("top-1 via {}: {:.2%} ({} failed)".format(protocol, accuracy["top1"], accuracy["failed"])
+                                for protocol, accuracy in report["accuracy_by_protocol"].items()))
     print("\nreport: " + ", ".join(str(p) for p in paths.values()))
     return 0

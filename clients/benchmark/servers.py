@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 PORT_LINE = re.compile(r"serving on (\S+):(\d+)")
 METRICS_LINE = re.compile(r"metrics on (?:http://)?(\S+?):(\d+)")
+HTTP_LINE = re.compile(r"http on (https?)://(\S+?):(\d+)")
 _WILDCARDS = ("0.0.0.0", "[::]", "::", "")
 
 
@@ -40,6 +41,7 @@ class ServerProcess:
 
     `args` come after `--host 127.0.0.1 --port 0 --metrics-port 0`, so they may override them;
     `credentials` are for a server that speaks TLS. Once started: `address` (host:port), `metrics_url`,
+    `http_url` (the KServe v2 HTTP endpoint's base URL when started with --http-port, else None),
     `process` (the Popen) and `health_seen` (the distinct health statuses seen while waiting for SERVING).
     """
 
@@ -52,6 +54,7 @@ class ServerProcess:
         self.process: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
         self.metrics_url: Optional[str] = None
+        self.http_url: Optional[str] = None
         self.health_seen: List[int] = []
         self._startup_timeout_s = startup_timeout_s
         self._grace_s = grace_s
@@ -72,6 +75,9 @@ class ServerProcess:
             deadline = time.monotonic() + self._startup_timeout_s
             self.address = _endpoint(self._wait_for_line(PORT_LINE, deadline))
             self.metrics_url = "http://{}/metrics".format(_endpoint(self._wait_for_line(METRICS_LINE, deadline)))
+            if self.arg("--http-port") is not None:
+                scheme, host, port = self._wait_for_line(HTTP_LINE, deadline).groups()
+                self.http_url = "{}://{}".format(scheme, _endpoint_of(host, port))
             self._wait_until_serving(deadline)
         except BaseException:
             self.stop()
@@ -153,7 +159,10 @@ class ServerProcess:
 
 def _endpoint(match: "re.Match") -> str:
     """host:port from a log line's match, a wildcard host replaced by loopback."""
-    host, port = match.groups()
+    return _endpoint_of(*match.groups())
+
+
+def _endpoint_of(host: str, port: str) -> str:
     return "{}:{}".format("127.0.0.1" if host in _WILDCARDS else host, port)
 
 

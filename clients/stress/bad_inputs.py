@@ -52,9 +52,12 @@ def check_outcome(case: Case, code: str, details: str) -> List[str]:
 
 
 def run_bad_inputs(client: ClassifierClient, target: str, pid: int, cases: Sequence[Case], rounds: int,
-                   num_classes: int) -> CheckResult:
-    """Sends the corpus rounds times and checks statuses, health after each case, and RSS growth."""
-    result = CheckResult("bad-inputs", bad_inputs=len(cases))
+                   num_classes: int, name: str = "bad-inputs") -> CheckResult:
+    """Sends the corpus rounds times and checks statuses, health after each case, and RSS growth.
+
+    `client` may speak any protocol (clients.kserve): its errors carry the gRPC code the server maps them to.
+    """
+    result = CheckResult(name, bad_inputs=len(cases))
     seen: Dict[str, Dict[str, int]] = {case.name: {} for case in cases}
     rss_after_round: List[int] = []
     for round_index in range(rounds):

@@ -47,8 +47,11 @@ def measure_capacity(client: ClassifierClient, requests: Sequence[classifier_pb2
 
 def run_overload(client: ClassifierClient, target: str, pid: int,
                  requests: Sequence[classifier_pb2.ClassifyRequest], capacity: dict, queue_images: int,
-                 factor: float, duration_s: float) -> CheckResult:
-    """Open loop at factor x capacity for duration_s; checks statuses, latency bounds, RSS and health after."""
+                 factor: float, duration_s: float, name: str = "overload") -> CheckResult:
+    """Open loop at factor x capacity for duration_s; checks statuses, latency bounds, RSS and health after.
+
+    `client` may speak any protocol (clients.kserve): a full queue is RESOURCE_EXHAUSTED (HTTP 429) for all.
+    """
     rate = factor * capacity["throughput_rps"]
     rss_before = rss_bytes(pid)
     with RssSampler(pid) as rss:
@@ -56,7 +59,7 @@ def run_overload(client: ClassifierClient, target: str, pid: int,
     health_after = health_status(target, timeout_s=1.0)
     window = in_window(measurement)
     accepted_ips = summarise(measurement)["throughput_ips"]
-    result = CheckResult("overload", faults=1)
+    result = CheckResult(name, faults=1)
     result.requests = len(measurement.records) + measurement.unfinished
     bad = disallowed(measurement, ("OK", "RESOURCE_EXHAUSTED"))
     result.lost = len(bad) + measurement.unfinished + capacity["unfinished"] + sum(capacity["errors"].values())

@@ -1,7 +1,8 @@
 """The serving checks, run against real `python -m serving` processes (clients.benchmark.servers).
 
-The main server takes, in order: the bad-input corpus, capacity and overload, a hot reload under
-load, and SIGTERM under load (which ends it). The cancellation check needs batches that wait
+The main server takes, in order: the bad-input corpus and capacity and overload, each over genet.v1
+gRPC and then over the KServe v2 HTTP port (`-http`), a hot reload under load, and SIGTERM under load
+(which ends it). The cancellation check needs batches that wait
 seconds for company, the flood of large requests a low --max-concurrent-rpcs, and the worker
 faults two workers and a short inference timeout, so each gets a server of its own.
 """
@@ -13,6 +14,7 @@ from typing import Callable, FrozenSet, List
 from clients.benchmark.runner import build_requests
 from clients.benchmark.servers import ServerProcess
 from clients.client import ClassifierClient, RetryPolicy
+from clients.kserve import KServeHttpClient
 from clients.stress import forge
 from clients.stress.bad_inputs import run_bad_inputs
 from clients.stress.cancellation import CANCEL_SERVER_OPTIONS, run_cancellation
@@ -37,7 +39,7 @@ as two workers and the inference thread starve the event loop of the GIL and rej
 its throughput at 4x with 32 images per request, 72% with 16."""
 RELOAD_INTERVAL_S = 0.5
 IMAGES_PER_REQUEST = 32
-MAIN_SERVER_CHECKS = ("bad-inputs", "overload", "reload", "sigterm")
+MAIN_SERVER_CHECKS = ("bad-inputs", "bad-inputs-http", "overload", "overload-http", "reload", "sigterm")
 LOAD_IMAGES = 64
 
 
@@ -76,9 +78,10 @@ def _client(address: str) -> ClassifierClient:
 
 
 def main_server_checks(setup: Setup) -> List[CheckResult]:
-    """Bad inputs, overload, hot reload and SIGTERM against one server, in that order."""
+    """Bad inputs and overload (genet.v1 gRPC, then KServe v2 HTTP), hot reload and SIGTERM against one server,
+    in that order."""
     args = ["--model-repository", str(setup.repository), "--backend", setup.backend, *SERVER_OPTIONS,
-            RELOAD_OPTION, str(RELOAD_INTERVAL_S)]
+            RELOAD_OPTION, str(RELOAD_INTERVAL_S), "--http-port", "0"]
     plan, skip, results = setup.plan, setup.skip, []
     requests = load_requests()
     with ServerProcess(args, setup.log_dir / "server-main.log", python=setup.python,
@@ -86,21 +89,33 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
         pid, info = server.process.pid, client.model_info()
         limits = Limits(info.limits.max_images_per_request, info.limits.max_message_bytes,
                         info.limits.max_image_pixels)
-        results.append(guarded("bad-inputs", skip, lambda: run_bad_inputs(
-            client, server.address, pid, build_corpus(limits), plan.corpus_rounds, info.num_classes)))
         concurrency = max(1, info.batching.max_queue_size // IMAGES_PER_REQUEST // 2)
-        capacity = measure_capacity(client, requests, concurrency, plan.capacity_s)
-        logger.info("capacity: %.1f requests/s (%.1f images/s)", capacity["throughput_rps"],
-                    capacity["throughput_ips"])
-        results.append(guarded("overload", skip, lambda: run_overload(
-            client, server.address, pid, requests, capacity, info.batching.max_queue_size, plan.overload_factor,
-            plan.overload_s)))
+        with KServeHttpClient(server.http_url, info.name, timeout_s=30.0) as http_client:
+            protocols = (("", client), ("-http", http_client))  # genet.v1 gRPC, then KServe v2 HTTP
+            for suffix, protocol_client in protocols:
+                results.append(guarded("bad-inputs" + suffix, skip, lambda: run_bad_inputs(
+                    protocol_client, server.address, pid, build_corpus(limits), plan.corpus_rounds, info.num_classes,
+                    "bad-inputs" + suffix)))
+            capacities = {suffix: _capacity(protocol_client, requests, concurrency, plan.capacity_s, suffix)
+                          for suffix, protocol_client in protocols}
+            for suffix, protocol_client in protocols:
+                results.append(guarded("overload" + suffix, skip, lambda: run_overload(
+                    protocol_client, server.address, pid, requests, capacities[suffix], info.batching.max_queue_size,
+                    plan.overload_factor, plan.overload_s, "overload" + suffix)))
+        capacity = capacities[""]
         results.append(guarded("reload", skip, lambda: run_reload(
             client, requests, concurrency, setup.repository, setup.model_name, plan.reload_s)))
         results.append(guarded("sigterm", skip, lambda: run_sigterm(
             client, requests, plan.sigterm_factor * capacity["throughput_rps"], server.stop, GRACE_PERIOD_S,
             plan.sigterm_before_s, plan.sigterm_after_s)))
     return results
+
+
+def _capacity(client, requests: list, concurrency: int, duration_s: float, suffix: str) -> dict:
+    capacity = measure_capacity(client, requests, concurrency, duration_s)
+    logger.info("capacity%s: %.1f requests/s (%.1f images/s)", suffix, capacity["throughput_rps"],
+                capacity["throughput_ips"])
+    return capacity
 
 
 def cancellation_check(setup: Setup) -> CheckResult:

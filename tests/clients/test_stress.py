@@ -82,8 +82,9 @@ def test_quick_suite_loses_nothing_and_answers_as_documented(model_repository, t
     assert report["totals"]["requests_lost"] == 0 and report["totals"]["passed"]
     checks = {check["name"]: check for check in report["checks"]}
     assert {name: check["verdict"] for name, check in checks.items()} == {
-        "bad-inputs": "PASS", "overload": "PASS", "reload": "PASS", "sigterm": "PASS", "cancellation": "PASS",
-        "flood": "PASS", "worker-crash": "PASS", "worker-hang": "PASS", "training": "SKIP"}
+        "bad-inputs": "PASS", "bad-inputs-http": "PASS", "overload": "PASS", "overload-http": "PASS",
+        "reload": "PASS", "sigterm": "PASS", "cancellation": "PASS", "flood": "PASS", "worker-crash": "PASS",
+        "worker-hang": "PASS", "training": "SKIP"}
     assert checks["reload"]["details"]["ok_after_swap"] > 0
     flood = checks["flood"]["details"]
     assert flood["limited"]["rss_growth_mib"] <= flood["rss_growth_bound_mib"]
@@ -91,8 +92,9 @@ def test_quick_suite_loses_nothing_and_answers_as_documented(model_repository, t
     rounds = checks["bad-inputs"]["details"]["rounds"]
     for name, code in DOCUMENTED.items():
         assert seen[name] == {code: rounds}, name
-    overload = checks["overload"]["details"]["codes"]
-    assert set(overload) == {"OK", "RESOURCE_EXHAUSTED"}
+    assert checks["bad-inputs-http"]["details"]["cases"] == seen  # the same statuses over HTTP
+    for name in ("overload", "overload-http"):
+        assert set(checks[name]["details"]["codes"]) == {"OK", "RESOURCE_EXHAUSTED"}, name
 
 
 def test_only_calls_sent_after_sigterm_and_cancelled_at_once_are_counted_as_cancelled_at_stop():

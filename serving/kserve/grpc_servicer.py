@@ -1,0 +1,115 @@
+"""inference.GRPCInferenceService (KServe v2 over gRPC) on the KServe service.
+
+Inputs come as raw contents (`raw_input_contents`, as tritonclient sends) or typed `contents`; the
+response uses the form the request used. Errors and metrics go through genet.v1's `rpc_method`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from inference import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc
+from serving.errors import InvalidInput, ServingError
+from serving.kserve import tensors
+from serving.kserve.service import InferRequest, KServeService, RequestedOutput
+from serving.kserve.tensors import BYTES, Tensor
+from serving.metrics import ServingMetrics
+from serving.servicers import deadline_of, rpc_method
+
+KSERVE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+# Probes of the server as a whole, open without a token like grpc.health.v1 (and /v2/health/* over HTTP).
+OPEN_METHODS = tuple("/{}/{}".format(KSERVE_SERVICE, method) for method in ("ServerLive", "ServerReady"))
+# InferTensorContents field of each datatype's typed values.
+CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+                   "FP32": "fp32_contents", "FP64": "fp64_contents", BYTES: "bytes_contents"}
+
+
+class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    """The required RPCs of the Open Inference Protocol."""
+
+    def __init__(self, service: KServeService, metrics: ServingMetrics) -> None:
+        self.service = service
+        self.metrics = metrics
+
+    @rpc_method
+    async def ServerLive(self, request, context):
+        """Live whenever it answers."""
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc_method
+    async def ServerReady(self, request, context):
+        """Ready while the server's health is SERVING."""
+        return pb.ServerReadyResponse(ready=self.service.server_ready())
+
+    @rpc_method
+    async def ModelReady(self, request, context):
+        """Whether the model version is ready; NOT_FOUND for an unknown model or version."""
+        try:
+            self.service.model(request.name, request.version)
+        except ServingError as error:
+            if error.code == "NOT_FOUND":
+                raise
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @rpc_method
+    async def ServerMetadata(self, request, context):
+        """Name, version and extensions."""
+        return pb.ServerMetadataResponse(**self.service.server_metadata())
+
+    @rpc_method
+    async def ModelMetadata(self, request, context):
+        """The model's versions, platform and tensors."""
+        metadata = self.service.model_metadata(request.name, request.version)
+        response = pb.ModelMetadataResponse(name=metadata["name"], versions=metadata["versions"],
+                                            platform=metadata["platform"])
+        for field in ("inputs", "outputs"):
+            getattr(response, field).extend(pb.ModelMetadataResponse.TensorMetadata(**spec) for spec in metadata[field])
+        return response
+
+    @rpc_method
+    async def ModelInfer(self, request, context):
+        """Classify the request's images (encoded files or preprocessed pixels)."""
+        raw = len(request.raw_input_contents) > 0
+        result = await self.service.infer(_infer_request(request), deadline_of(context))
+        response = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version,
+                                         id=result.id)
+        for tensor in result.outputs:
+            output = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            if raw:
+                response.raw_output_contents.append(tensors.to_raw(tensor))
+            else:
+                getattr(output.contents, CONTENTS_FIELDS[tensor.datatype]).extend(tensors.to_values(tensor))
+        return response
+
+
+def _infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput("raw_input_contents has {} entries for {} inputs".format(len(raw), len(request.inputs)))
+    inputs = [_tensor(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
+    outputs = [RequestedOutput(output.name, _parameters(output.parameters)) for output in request.outputs]
+    return InferRequest(request.model_name, request.model_version, request.id, inputs, outputs)
+
+
+def _tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw) -> Tensor:
+    shape = list(tensor.shape)
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInput("input '{}': give raw_input_contents or contents, not both".format(tensor.name))
+        return tensors.from_raw(tensor.name, tensor.datatype, shape, raw)
+    field = CONTENTS_FIELDS.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput("input '{}': datatype {!r} has no typed contents; send raw_input_contents".format(
+            tensor.name, tensor.datatype[:16]))
+    return tensors.from_values(tensor.name, tensor.datatype, shape, list(getattr(tensor.contents, field)))
+
+
+def _parameters(parameters) -> Dict[str, Any]:
+    """InferParameter map -> plain values."""
+    values: Dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[key] = None if choice is None else getattr(parameter, choice)
+    return values

@@ -22,7 +22,7 @@ from clients.client import (ClassifierClient, ClassifyResult, ClientError, Image
                             bearer_metadata, make_request)
 from genet.v1 import classifier_pb2
 from inference import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc
-from serving.kserve.tensors import join_bytes, split_bytes
+from kserve_bytes import join_bytes, split_bytes
 
 PROTOCOLS = ("genet", "kserve-grpc", "kserve-http")
 OUTPUT = "probabilities"

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"runtime_env", "latency", "genet"}
-"""Every package may import these: the process environment, the latency summary, the generated gRPC stubs."""
+SHARED = {"runtime_env", "latency", "genet", "inference", "kserve_bytes"}
+"""Every package may import these: the process environment, the latency summary, the generated gRPC stubs
+(genet.v1 and KServe v2's `inference`) and the raw form of KServe v2 BYTES tensors."""
 ALLOWED: Dict[str, set] = {
     # modelrepo is the model repository's contract: the stress suite publishes versions through it.
     "clients": SHARED | {"clients", "modelrepo"},

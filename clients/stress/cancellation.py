@@ -1,6 +1,7 @@
 """Cancelled and expired calls are dropped before compute, as the server's metrics show.
 
-Runs against a server whose batches wait CANCEL_SERVER_OPTIONS' long delay for company, so every
+Runs against a server whose batches wait CANCEL_SERVER_OPTIONS' long delay for company even when the
+inference slot is idle (`--wait-when-idle`; by default an idle server starts a batch at once), so every
 call sits in the batch queue for seconds: calls with a short deadline expire there, and calls on
 a second channel are cancelled by closing it. One live call rides along in the same queue. The
 counters must then say exactly that: genet_dropped_images_total{reason=expired|cancelled} grew by
@@ -18,7 +19,7 @@ from genet.v1 import classifier_pb2
 
 BATCH_DELAY_MS = 4000
 CANCEL_SERVER_OPTIONS = ("--max-batch-size", "64", "--max-queue-delay-ms", str(BATCH_DELAY_MS),
-                         "--max-queue-size", "64", "--max-images-per-request", "16")
+                         "--max-queue-size", "64", "--max-images-per-request", "16", "--wait-when-idle")
 """Options of the server this check runs against: one batch collects for 4 s."""
 CALLS_PER_GROUP = 6
 IMAGES_PER_CALL = 2

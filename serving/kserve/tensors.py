@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import operator
-import struct
 from typing import Any, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
+import kserve_bytes
 from serving.errors import InvalidInput
 
 BYTES = "BYTES"
@@ -21,7 +21,6 @@ NUMERIC_DTYPES = {
     "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
-_LENGTH = struct.Struct("<I")
 
 
 class Tensor(NamedTuple):
@@ -70,7 +69,7 @@ def from_values(name: str, datatype: str, shape: Sequence[int], values: Sequence
 def to_raw(tensor: Tensor) -> bytes:
     """The tensor's raw form."""
     if tensor.datatype == BYTES:
-        return join_bytes(tensor.data.reshape(-1))
+        return kserve_bytes.join_bytes(tensor.data.reshape(-1))
     return np.ascontiguousarray(tensor.data, NUMERIC_DTYPES[tensor.datatype]).tobytes()
 
 
@@ -80,24 +79,11 @@ def to_values(tensor: Tensor) -> List[Any]:
 
 
 def split_bytes(raw: bytes, name: str = "") -> List[bytes]:
-    """The elements of a raw BYTES tensor: each a 4-byte little-endian length, then its bytes."""
-    items, offset, view = [], 0, memoryview(raw)
-    while offset < len(raw):
-        if offset + _LENGTH.size > len(raw):
-            raise InvalidInput("input '{}': truncated BYTES element length at byte {}".format(name, offset))
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        if offset + length > len(raw):
-            raise InvalidInput("input '{}': a BYTES element of {} bytes overruns the {} raw bytes".format(
-                name, length, len(raw)))
-        items.append(bytes(view[offset:offset + length]))
-        offset += length
-    return items
-
-
-def join_bytes(items: Sequence[bytes]) -> bytes:
-    """The raw form of BYTES elements."""
-    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
+    """The elements of input `name`'s raw BYTES tensor; InvalidInput where the framing breaks."""
+    try:
+        return kserve_bytes.split_bytes(raw)
+    except ValueError as error:
+        raise InvalidInput("input '{}': {}".format(name, error)) from None
 
 
 def bytes_tensor(name: str, rows: Sequence[Sequence[bytes]]) -> Tensor:

@@ -21,7 +21,7 @@ from serving.manifest import served_file
 from serving.preprocessing import Preprocessor
 from tests.serving.conftest import start_server
 
-RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite")
+RUNTIME_LIBRARIES = ("libmindspore", "mindspore_lite", "libopenvino")
 # The Lite backend in-process in the Lite interpreter, on the front's preprocessed tensors: the reference.
 IN_PROCESS = """
 import sys
@@ -45,7 +45,7 @@ def workers(server):
 
 
 def loads_a_runtime(pid: int) -> bool:
-    """Whether a MindSpore or MindSpore Lite library is mapped into process `pid`."""
+    """Whether a MindSpore, MindSpore Lite or OpenVINO library is mapped into process `pid`."""
     with open("/proc/{}/maps".format(pid)) as maps:
         return any(library in maps.read() for library in RUNTIME_LIBRARIES)
 

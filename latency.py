@@ -12,7 +12,7 @@ PERCENTILES = (50, 90, 95, 99)
 
 def latency_summary(latencies_ms: Sequence[float]) -> Dict[str, Optional[float]]:
     """p50/p90/p95/p99/max and mean of latencies in ms (None each when there are none)."""
-    keys = ["p{}".format(p) for p in PERCENTILES] + ["max", "mean"]
+    keys = [f"p{p}" for p in PERCENTILES] + ["max", "mean"]
     if len(latencies_ms) == 0:
         return dict.fromkeys(keys)
     values = np.asarray(latencies_ms, dtype=np.float64)

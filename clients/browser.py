@@ -24,7 +24,7 @@ def missing() -> Optional[str]:
         return "selenium is not installed (requirements/main.txt)"
     absent = [name for name in (BROWSER, DRIVER) if shutil.which(name) is None]
     if absent:
-        return "{} not found: `make browser` installs Debian's chromium and chromium-driver".format(" and ".join(absent))
+        return f"{' and '.join(absent)} not found: `make browser` installs Debian's chromium and chromium-driver"
     return None
 
 
@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     reason = missing()
     if reason:
-        print("error: " + reason, file=sys.stderr)
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     driver = open_browser()
     try:
@@ -75,9 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         driver.quit()
     for path, labels in zip(args.images, shown):
-        print("{}: {}".format(path, labels[0] if labels else "(error)"))
+        print(f"{path}: {labels[0] if labels else '(error)'}")
     if args.screenshot:
-        print("screenshot: {}".format(args.screenshot))
+        print(f"screenshot: {args.screenshot}")
     return 0
 
 

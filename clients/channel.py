@@ -54,13 +54,13 @@ def join_targets(addresses: Sequence[str]) -> str:
         raise ValueError("no target address given")
     if len(addresses) == 1:
         return addresses[0]
-    return "ipv4:" + ",".join(_resolve_ipv4(address) for address in addresses)
+    return f"ipv4:{','.join((_resolve_ipv4(address) for address in addresses))}"
 
 
 def _resolve_ipv4(address: str) -> str:
     host, separator, port = address.rpartition(":")
     if not separator or not port.isdigit():
-        raise ValueError("expected HOST:PORT, got {!r}".format(address))
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
     try:
         ipaddress.IPv4Address(host)
         return address
@@ -69,8 +69,8 @@ def _resolve_ipv4(address: str) -> str:
     try:
         infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
     except socket.gaierror as error:
-        raise ValueError("cannot resolve {!r} to an IPv4 address: {}".format(host, error)) from None
-    return "{}:{}".format(infos[0][4][0], port)
+        raise ValueError(f"cannot resolve {host!r} to an IPv4 address: {error}") from None
+    return f"{infos[0][4][0]}:{port}"
 
 
 def create_channel(

@@ -34,7 +34,7 @@ def classify_files(client: ClassifierClient, args: argparse.Namespace) -> dict:
         try:
             result = client.classify(chunk, args.top_k, args.model_version)
         except ClientError as error:
-            raise ClientError(error.code, "{} (request of {})".format(error.details, _describe(chunk))) from None
+            raise ClientError(error.code, f"{error.details} (request of {_describe(chunk)})") from None
         model = {"model_name": result.model_name, "model_version": result.model_version}
         results.extend(
             {"image": image, "predictions": [vars(p) for p in predictions]}
@@ -44,7 +44,7 @@ def classify_files(client: ClassifierClient, args: argparse.Namespace) -> dict:
 
 
 def _describe(chunk: List[str]) -> str:
-    return ", ".join(chunk) if len(chunk) <= 3 else "{} ... {}, {} images".format(chunk[0], chunk[-1], len(chunk))
+    return ", ".join(chunk) if len(chunk) <= 3 else f"{chunk[0]} ... {chunk[-1]}, {len(chunk)} images"
 
 
 def format_table(report: dict) -> str:
@@ -54,7 +54,7 @@ def format_table(report: dict) -> str:
     for entry in report["results"]:
         for rank, prediction in enumerate(entry["predictions"], 1):
             image = entry["image"] if rank == 1 else ""
-            score = "{:.4f}".format(prediction["score"])
+            score = f"{prediction['score']:.4f}"
             rows.append((image, str(rank), str(prediction["class_id"]), prediction["label"], score))
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     right_aligned = {1, 2, 4}
@@ -63,7 +63,7 @@ def format_table(report: dict) -> str:
         cells = [c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         return "  ".join(cells).rstrip()
 
-    title = "model {} version {}".format(report["model_name"], report["model_version"])
+    title = f"model {report['model_name']} version {report['model_version']}"
     return "\n".join([title, line(header)] + [line(row) for row in rows])
 
 
@@ -76,10 +76,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 client.wait_until_serving(args.wait_ready)
             report = classify_files(client, args)
     except ClientError as error:
-        print("error: {}: {}".format(", ".join(args.target), error), file=sys.stderr)
+        print(f"error: {', '.join(args.target)}: {error}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
-        print("error: {}".format(error), file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

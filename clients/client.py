@@ -29,7 +29,7 @@ class ClientError(Exception):
     """A failed call, carrying its gRPC status code and the server's details."""
 
     def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__("{}: {}".format(code.name, details))
+        super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
 
@@ -139,7 +139,7 @@ class ClassifierClient:
                 status = error.code().name
             time.sleep(poll_s)
         raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                          "server not SERVING after {:.0f} s (last status: {})".format(timeout_s, status))
+                          f"server not SERVING after {timeout_s:.0f} s (last status: {status})")
 
     def model_info(self, model_version: str = "", timeout_s: Optional[float] = None) -> classifier_pb2.ModelInfo:
         """What the server serves: labels, input, preprocessing, backend, batching settings."""
@@ -196,7 +196,7 @@ def bearer_metadata(token: Optional[str]) -> Tuple[Tuple[str, str], ...]:
     if len(token.split()) != 1 or not token.isprintable() or not token.isascii():
         raise ValueError("the bearer token must be one word of printable ASCII characters (a token file holds "
                          "exactly one token)")
-    return (("authorization", "Bearer " + token.strip()),)
+    return (("authorization", f"Bearer {token.strip()}"),)
 
 
 def _deliver(future: grpc.Future, callback: ResultCallback) -> None:

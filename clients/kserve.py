@@ -42,7 +42,7 @@ def create_client(protocol: str, target: str, *, model_name: str = "", timeout_s
         return KServeGrpcClient(target, model_name, timeout_s=timeout_s, tls=tls, token=token)
     if protocol == "kserve-http":
         return KServeHttpClient(target, model_name, timeout_s=timeout_s, tls=tls, token=token)
-    raise ValueError("unknown protocol {!r}: choose one of {}".format(protocol, ", ".join(PROTOCOLS)))
+    raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
 
 
 class _KServeClient:
@@ -114,7 +114,7 @@ class KServeHttpClient(_KServeClient):
                  token: Optional[str] = None, max_in_flight: int = 64) -> None:
         super().__init__(model_name, timeout_s)
         scheme = "https" if tls is not None else "http"
-        self.url = target if "://" in target else "{}://{}".format(scheme, target)
+        self.url = target if "://" in target else f"{scheme}://{target}"
         self._verify = str(tls.root_ca) if tls is not None and tls.root_ca else tls is not None
         self._cert = (str(tls.cert), str(tls.key)) if tls is not None and tls.cert else None
         metadata = bearer_metadata(token)
@@ -144,16 +144,16 @@ class KServeHttpClient(_KServeClient):
             "inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(request.images)],
                         "parameters": {"binary_data_size": len(raw)}}],
             "outputs": [{"name": OUTPUT, "parameters": {"classification": request.top_k or 5}}]}).encode()
-        version = "/versions/" + quote(request.model_version, safe="") if request.model_version else ""
+        version = f"/versions/{quote(request.model_version, safe='')}" if request.model_version else ""
         headers = dict(self._headers, **{"Inference-Header-Content-Length": str(len(header)),
                                          "Inference-Timeout-Ms": str(int(timeout_s * 1000)),
                                          "Content-Type": "application/octet-stream"})
         try:
-            response = self._session().post("{}/v2/models/{}{}/infer".format(self.url, self.model_name, version),
+            response = self._session().post(f"{self.url}/v2/models/{self.model_name}{version}/infer",
                                             data=header + raw, headers=headers, timeout=timeout_s,
                                             verify=self._verify, cert=self._cert)
         except requests.Timeout:
-            raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer within {} s".format(timeout_s)) from None
+            raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout_s} s") from None
         except requests.RequestException as error:
             raise ClientError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
         if response.status_code != 200:

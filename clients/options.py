@@ -27,7 +27,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, target_required: b
     group.add_argument("--tls-server-name", metavar="NAME", help="name to verify the server certificate against")
     group.add_argument(
         "--token-file", type=Path, metavar="FILE",
-        help="file holding a bearer token (default: the {} environment variable, if set)".format(TOKEN_ENV),
+        help=f"file holding a bearer token (default: the {TOKEN_ENV} environment variable, if set)",
     )
 
 

@@ -23,14 +23,14 @@ def convert(onnx_path, output_path):
     """Convert the ONNX model to a Lite model (save type MINDIR_LITE) at `output_path`."""
     base, suffix = os.path.splitext(output_path)
     if suffix != ".ms":
-        raise ValueError("the output must end in .ms, got {}".format(output_path))
+        raise ValueError(f"the output must end in .ms, got {output_path}")
     converter = mslite.Converter()
     converter.input_format = mslite.Format.NCHW
     converter.save_type = mslite.ModelType.MINDIR_LITE
     converter.optimize = "general"
     converter.convert(mslite.FmkType.ONNX, onnx_path, base)
     if not os.path.isfile(output_path):
-        raise RuntimeError("the converter wrote no {}".format(output_path))
+        raise RuntimeError(f"the converter wrote no {output_path}")
     return describe(load(output_path))
 
 
@@ -61,7 +61,7 @@ def predict(model_path, inputs_path, outputs_path):
     info, outputs = None, {}
     with np.load(inputs_path) as batches:
         if not batches.files:
-            raise ValueError("{} holds no batch".format(inputs_path))
+            raise ValueError(f"{inputs_path} holds no batch")
         for key in batches.files:
             model = load(model_path)
             info = describe(model)
@@ -106,9 +106,9 @@ def main(argv=None):
         else:
             info = predict(args.model, args.inputs, args.outputs)
     except (RuntimeError, ValueError, OSError) as exc:
-        sys.stderr.write("lite_tool {}: {}\n".format(args.command, exc))
+        sys.stderr.write(f"lite_tool {args.command}: {exc}\n")
         return 1
-    sys.stdout.write(json.dumps(info) + "\n")
+    sys.stdout.write(f"{json.dumps(info)}\n")
     return 0
 
 

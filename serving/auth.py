@@ -37,13 +37,12 @@ def read_tokens(path: str) -> List[bytes]:
         with open(path, encoding="utf-8") as handle:
             lines = [line.strip() for line in handle]
     except (OSError, UnicodeDecodeError) as error:
-        raise TokenFileError("cannot read --auth-token-file {}: {}".format(path, error)) from None
+        raise TokenFileError(f"cannot read --auth-token-file {path}: {error}") from None
     tokens = [line for line in lines if line and not line.startswith("#")]
     if not tokens:
-        raise TokenFileError("--auth-token-file {} holds no token".format(path))
+        raise TokenFileError(f"--auth-token-file {path} holds no token")
     if any(len(token.split()) != 1 or not token.isprintable() for token in tokens):
-        raise TokenFileError("--auth-token-file {}: a token contains whitespace or control characters"
-                             .format(path))
+        raise TokenFileError(f"--auth-token-file {path}: a token contains whitespace or control characters")
     return [token.encode("utf-8") for token in tokens]
 
 
@@ -87,7 +86,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: BearerTokens, open_services: Tuple[str, ...] = OPEN_SERVICES,
                  open_methods: Tuple[str, ...] = ()) -> None:
         self._tokens = tokens
-        self._open_prefixes = tuple("/{}/".format(service) for service in open_services)
+        self._open_prefixes = tuple(f"/{service}/" for service in open_services)
         self._open_methods = frozenset(open_methods)
 
     async def intercept_service(self, continuation, handler_call_details):

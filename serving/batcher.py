@@ -185,7 +185,7 @@ class DynamicBatcher:
             await asyncio.wait([self._task])
 
     def _out_of_service(self) -> Unavailable:
-        return Unavailable("this model version is out of service: {}".format(self._failure))
+        return Unavailable(f"this model version is out of service: {self._failure}")
 
     def _release(self, images: int) -> None:
         self._admitted -= images
@@ -314,7 +314,7 @@ class DynamicBatcher:
         finally:
             self._metrics.inference_time.observe(time.monotonic() - started)
         if len(outputs) != len(arrays):
-            raise RuntimeError("model returned {} rows for {} images".format(len(outputs), len(arrays)))
+            raise RuntimeError(f"model returned {len(outputs)} rows for {len(arrays)} images")
         return outputs
 
     async def _isolate(self, batch: List[Slot], error: Exception) -> None:
@@ -327,7 +327,7 @@ class DynamicBatcher:
         if len(requests) == 1:
             LOG.error("inference failed on a request's %d images", len(batch), exc_info=error)
             self._metrics.inference_failures.inc()
-            self._fail(batch, InternalError("inference failed: {}: {}".format(type(error).__name__, error)))
+            self._fail(batch, InternalError(f"inference failed: {type(error).__name__}: {error}"))
             return
         LOG.warning("inference failed on a batch of %d images from %d requests (%s: %s): retrying it in halves",
                     len(batch), len(requests), type(error).__name__, error)
@@ -361,7 +361,7 @@ class DynamicBatcher:
         elif isinstance(error, ServingError):
             self._failure = error
         elif error is not None:  # a bug
-            self._failure = InternalError("the batcher failed: {!r}".format(error))
+            self._failure = InternalError(f"the batcher failed: {error!r}")
         else:
             return
         LOG.error("the batching task stopped: %s; failing %d waiting requests", self._failure, len(self._waiting),

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and KServe v2 HTTP/REST (--http-port) with dynamic batching.")
     hints = typing.get_type_hints(Settings)
     for field in settings_fields():
-        flag = "--" + field.name.replace("_", "-")
+        flag = f"--{field.name.replace('_', '-')}"
         if hints[field.name] is bool:
             parser.add_argument(flag, action="store_true", help=field.metadata["help"])
         else:

@@ -118,10 +118,10 @@ class DataPlane:
             outcomes = [outcome for chunk in await asyncio.gather(*jobs) for outcome in chunk]
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):
-                raise InvalidInput("image {}: {}".format(index, outcome.message))
+                raise InvalidInput(f"image {index}: {outcome.message}")
             if isinstance(outcome, Exception):
                 LOG.error("preprocessing image %d failed", index, exc_info=outcome)
-                raise InternalError("image {}: preprocessing failed: {}".format(index, type(outcome).__name__))
+                raise InternalError(f"image {index}: preprocessing failed: {type(outcome).__name__}")
         return outcomes
 
     def _preprocess_small(self, model: ServedModel, data: bytes) -> Union[np.ndarray, Exception, None]:
@@ -152,11 +152,11 @@ class DataPlane:
 
 def _check_tensor(batch: np.ndarray, image_shape: Sequence[int]) -> None:
     """INVALID_ARGUMENT unless `batch` is a float32 (N, *image_shape) array of finite values."""
-    expected = "(N, {})".format(", ".join(str(d) for d in image_shape))
+    expected = f"(N, {', '.join((str(d) for d in image_shape))})"
     if batch.dtype != np.float32:
-        raise InvalidInput("the image tensor must be float32 {}, got {}".format(expected, batch.dtype))
+        raise InvalidInput(f"the image tensor must be float32 {expected}, got {batch.dtype}")
     if batch.ndim != len(image_shape) + 1 or tuple(batch.shape[1:]) != tuple(image_shape):
-        raise InvalidInput("the image tensor must have shape {}, got {}".format(expected, list(batch.shape)))
+        raise InvalidInput(f"the image tensor must have shape {expected}, got {list(batch.shape)}")
     if not np.isfinite(batch).all():
         raise InvalidInput("the image tensor holds NaN or infinite values")
 

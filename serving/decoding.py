@@ -61,7 +61,7 @@ def decode_rgb(data: bytes, max_pixels: int,
     image = _open_header(data, max_pixels)
     width, height = image.size
     if width < 1 or height < 1:
-        raise InvalidInput("image has no pixels ({} x {})".format(width, height))
+        raise InvalidInput(f"image has no pixels ({width} x {height})")
     if width * height > max_pixels:
         raise InvalidInput("{} x {} = {} pixels exceeds the pixel limit of {} (--max-image-pixels)".format(
             width, height, width * height, max_pixels))
@@ -72,8 +72,7 @@ def decode_rgb(data: bytes, max_pixels: int,
     else:
         rgb = _decode_opencv(data, image.format)
     if rgb.shape[:2] != (height, width):
-        raise InvalidInput("decoded size {}x{} differs from the header's {}x{}".format(
-            rgb.shape[1], rgb.shape[0], width, height))
+        raise InvalidInput(f"decoded size {rgb.shape[1]}x{rgb.shape[0]} differs from the header's {width}x{height}")
     return rgb
 
 
@@ -84,8 +83,8 @@ def _accepted_format(data: bytes) -> str:
             return image_format
     refused = _refused_format(data)
     if refused:
-        raise InvalidInput("{} images are not supported: training's decoder reads {}".format(refused, ACCEPTED))
-    raise InvalidInput("not an image in an accepted format ({}; first bytes {!r})".format(ACCEPTED, data[:8]))
+        raise InvalidInput(f"{refused} images are not supported: training's decoder reads {ACCEPTED}")
+    raise InvalidInput(f"not an image in an accepted format ({ACCEPTED}; first bytes {data[:8]!r})")
 
 
 def _refused_format(data: bytes) -> Optional[str]:
@@ -106,11 +105,11 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=[image_format])
     except Image.DecompressionBombError as error:  # Pillow's own limit, far above the default one
-        raise InvalidInput("over the pixel limit of {} (--max-image-pixels): {}".format(max_pixels, error)) from None
+        raise InvalidInput(f"over the pixel limit of {max_pixels} (--max-image-pixels): {error}") from None
     except UnidentifiedImageError:
-        raise InvalidInput("not a readable {} image (first bytes {!r})".format(image_format, data[:8])) from None
+        raise InvalidInput(f"not a readable {image_format} image (first bytes {data[:8]!r})") from None
     except Exception as error:  # header parse errors
-        raise InvalidInput("truncated or unreadable image header: {}".format(_first_line(error))) from None
+        raise InvalidInput(f"truncated or unreadable image header: {_first_line(error)}") from None
 
 
 def _decode_jpeg(image: Image.Image) -> np.ndarray:
@@ -118,16 +117,16 @@ def _decode_jpeg(image: Image.Image) -> np.ndarray:
         image.load()
         return np.asarray(image.convert("RGB"))
     except Exception as error:  # OSError "image file is truncated", SyntaxError, ValueError ...
-        raise InvalidInput("corrupt or truncated JPEG data: {}".format(_first_line(error))) from None
+        raise InvalidInput(f"corrupt or truncated JPEG data: {_first_line(error)}") from None
 
 
 def _decode_opencv(data: bytes, image_format: str) -> np.ndarray:
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _CV_FLAGS)
     except cv2.error as error:
-        raise InvalidInput("cannot decode {} data: {}".format(image_format, _first_line(error))) from None
+        raise InvalidInput(f"cannot decode {image_format} data: {_first_line(error)}") from None
     if bgr is None:
-        raise InvalidInput("corrupt or truncated {} data".format(image_format))
+        raise InvalidInput(f"corrupt or truncated {image_format} data")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -44,7 +44,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         """The current status of `request.service`; NOT_FOUND for an unknown service."""
         status = self._status.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service {!r}".format(request.service))
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request, context):

@@ -80,7 +80,7 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
     else:
         entry = manifest.files.get("onnx")
         if entry is None:
-            raise ValueError("{} has no ONNX file for {}".format(model_dir, runtime))
+            raise ValueError(f"{model_dir} has no ONNX file for {runtime}")
         path, sha256 = os.path.join(model_dir, entry["path"]), entry["sha256"]
         model = create_runtime(runtime, path, threads, precision)
     images = []
@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
                      args.device_id, args.runtime, args.precision)
     except (OSError, ValueError) as error:
-        print("error: {}".format(error), file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report))
     return 0

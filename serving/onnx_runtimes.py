@@ -17,13 +17,13 @@ class OnnxRuntimeModel:
     def __init__(self, path: str, threads: int, precision: str) -> None:
         import onnxruntime
         if precision != "fp32":
-            raise ValueError("onnxruntime runs this model in fp32 only, not {}".format(precision))
+            raise ValueError(f"onnxruntime runs this model in fp32 only, not {precision}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.runtime_version = "onnxruntime {}".format(onnxruntime.__version__)
+        self.runtime_version = f"onnxruntime {onnxruntime.__version__}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits of an NCHW float32 batch."""
@@ -38,12 +38,11 @@ class OpenVinoModel:
         core = openvino.Core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if precision == "bf16" and "BF16" not in capabilities:
-            raise ValueError("this CPU has no native bf16 (OpenVINO CPU capabilities: {})".format(
-                ", ".join(capabilities)))
+            raise ValueError(f"this CPU has no native bf16 (OpenVINO CPU capabilities: {', '.join(capabilities)})")
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
-        self.runtime_version = "openvino {}".format(openvino.__version__.split("-")[0])
+        self.runtime_version = f"openvino {openvino.__version__.split('-')[0]}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits of an NCHW float32 batch (a new batch size reshapes the compiled model on the fly)."""
@@ -54,5 +53,5 @@ def create_runtime(name: str, onnx_path: str, threads: int, precision: str):
     """The `name` runtime (onnxruntime or openvino) on onnx_path; ValueError when it cannot run `precision`."""
     models = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVinoModel}
     if name not in models:
-        raise ValueError("unknown runtime {}; valid: {}".format(name, ", ".join(RUNTIMES)))
+        raise ValueError(f"unknown runtime {name}; valid: {', '.join(RUNTIMES)}")
     return models[name](onnx_path, threads, precision)

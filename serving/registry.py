@@ -51,21 +51,21 @@ class ModelRegistry:
         """The requested version ('' = latest); Unavailable while nothing is ready, NotFound if unknown."""
         if not version:
             if not self.ready:
-                raise Unavailable("model {} is not ready (loading, out of service or shutting down)".format(self.name))
+                raise Unavailable(f"model {self.name} is not ready (loading, out of service or shutting down)")
             return self._models[self._latest]
         model = self._models.get(_normalise(version))
         if model is None:
-            shown = version if len(version) <= _SHOWN_VERSION_CHARS else version[:_SHOWN_VERSION_CHARS] + "..."
+            shown = version if len(version) <= _SHOWN_VERSION_CHARS else f"{version[:_SHOWN_VERSION_CHARS]}..."
             raise NotFound("model {} version {!r} is not loaded (loaded: {})".format(
                 self.name, shown, ", ".join(self.versions()) or "none"))
         if not model.ready:
-            raise Unavailable("model {} version {} is not ready".format(self.name, model.version))
+            raise Unavailable(f"model {self.name} version {model.version} is not ready")
         return model
 
     async def load(self, manifest: Manifest) -> ServedModel:
         """Load and warm `manifest`'s version, then make it available (the latest if highest)."""
         if manifest.name != self.name:
-            raise ValueError("manifest is for model {!r}, the registry serves {!r}".format(manifest.name, self.name))
+            raise ValueError(f"manifest is for model {manifest.name!r}, the registry serves {self.name!r}")
         if _normalise(manifest.version) != manifest.version:
             # Loaded versions are keyed as written; "02" would never match its directory "2".
             raise ValueError("version {!r} is not in canonical form ({!r})".format(

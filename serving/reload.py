@@ -140,4 +140,4 @@ def _identity(directory: str) -> Tuple[int, int]:
 
 def _describe(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return "{}: {}".format(type(error).__name__, text[0] if text else "")
+    return f"{type(error).__name__}: {text[0] if text else ''}"

@@ -16,9 +16,7 @@ def resolve_model_name(repository: str, requested: Optional[str]) -> str:
                 requested, repository, ", ".join(names) or "none"))
         return requested
     if not names:
-        raise RepositoryError("no model with a complete version (<name>/<version>/manifest.json) in {}"
-                              .format(repository))
+        raise RepositoryError(f"no model with a complete version (<name>/<version>/manifest.json) in {repository}")
     if len(names) > 1:
-        raise RepositoryError("{} holds several models ({}); choose one with --model-name".format(
-            repository, ", ".join(names)))
+        raise RepositoryError(f"{repository} holds several models ({', '.join(names)}); choose one with --model-name")
     return names[0]

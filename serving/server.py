@@ -72,13 +72,13 @@ async def create_server(settings: Settings, kserve: KServeService, health_servic
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((CLASSIFIER_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
                                         server)
-    address = "{}:{}".format(settings.host, settings.port)
+    address = f"{settings.host}:{settings.port}"
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
-        raise OSError("cannot bind {}".format(address))
+        raise OSError(f"cannot bind {address}")
     await server.start()
     return server, port
 

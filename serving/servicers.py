@@ -60,7 +60,7 @@ def rpc_method(handler):
                 raise
             except Exception as error:  # a bug: log it, answer INTERNAL without internals
                 outcome.code = "INTERNAL"
-                message = "internal error in {}: {}".format(method, type(error).__name__)
+                message = f"internal error in {method}: {type(error).__name__}"
                 LOG.exception("%s failed", method)
         await context.abort(getattr(grpc.StatusCode, outcome.code), message)
 

@@ -108,21 +108,21 @@ class Settings:
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
         if self.precision == "bf16" and self.backend != "openvino":
-            raise ValueError("--precision bf16 needs --backend openvino ({} computes in f32)".format(self.backend))
+            raise ValueError(f"--precision bf16 needs --backend openvino ({self.backend} computes in f32)")
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_concurrent_rpcs",
                      "max_images_per_request",
                      "max_image_pixels", "workers", "threads", "instances", "keep_versions"):
             if getattr(self, name) < 1:
-                raise ValueError("{} must be at least 1, got {}".format(_flag(name), getattr(self, name)))
+                raise ValueError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
         for name in ("port", "http_port", "metrics_port", "device_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
-                raise ValueError("{} must be in 0..65535, got {}".format(_flag(name), value))
+                raise ValueError(f"{_flag(name)} must be in 0..65535, got {value}")
         if min(self.max_queue_delay_ms, self.grace_period_s, self.reload_interval_s) < 0:
             raise ValueError("--max-queue-delay-ms, --grace-period-s and --reload-interval-s must not be negative")
         if self.inference_timeout_s <= 0:
-            raise ValueError("--inference-timeout-s must be positive, got {}".format(self.inference_timeout_s))
+            raise ValueError(f"--inference-timeout-s must be positive, got {self.inference_timeout_s}")
         self._check_security()
         if self.max_images_per_request > self.max_queue_size:
             raise ValueError("--max-images-per-request ({}) must not exceed --max-queue-size ({}): such a "
@@ -177,11 +177,11 @@ class Settings:
 
 def _check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
-        raise ValueError("invalid {} {!r}: choose one of {}".format(_flag(name), value, ", ".join(choices)))
+        raise ValueError(f"invalid {_flag(name)} {value!r}: choose one of {', '.join(choices)}")
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return f"--{name.replace('_', '-')}"
 
 
 def settings_fields():

@@ -42,7 +42,7 @@ def server_ssl_context(cert: str, key: str, client_ca: Optional[str] = None) -> 
             context.load_verify_locations(client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
     except ssl.SSLError as error:
-        raise TlsFileError("cannot use --tls-cert {} with --tls-key {}: {}".format(cert, key, error)) from None
+        raise TlsFileError(f"cannot use --tls-cert {cert} with --tls-key {key}: {error}") from None
     return context
 
 
@@ -51,9 +51,9 @@ def _read(path: str, flag: str) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
-        raise TlsFileError("cannot read {} {}: {}".format(flag, path, error)) from None
+        raise TlsFileError(f"cannot read {flag} {path}: {error}") from None
     if b"-----BEGIN " not in data:
-        raise TlsFileError("{} {} is not a PEM file".format(flag, path))
+        raise TlsFileError(f"{flag} {path} is not a PEM file")
     return data
 
 

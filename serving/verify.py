@@ -29,7 +29,7 @@ def verified_manifest(directory: str, backend: str) -> Manifest:
     manifest = read_version(directory)
     model_file = served_file(manifest, backend)
     if not model_file.sha256:
-        raise ManifestError("{}: the manifest has no sha256 for {}".format(directory, model_file.path))
+        raise ManifestError(f"{directory}: the manifest has no sha256 for {model_file.path}")
     _check_sha256(model_file, _sha256_copy(model_file.path, None))
     return manifest
 
@@ -56,10 +56,9 @@ def _sha256_copy(path: str, target: Optional[IO[bytes]]) -> str:
     try:
         return sha256_of(path, copy_to=target)
     except OSError as error:
-        raise ManifestError("cannot read {}: {}".format(path, error)) from None
+        raise ManifestError(f"cannot read {path}: {error}") from None
 
 
 def _check_sha256(model_file: ModelFile, actual: str) -> None:
     if actual != model_file.sha256.lower():
-        raise ManifestError("{}: sha256 mismatch (manifest {}, file {})".format(
-            model_file.path, model_file.sha256, actual))
+        raise ManifestError(f"{model_file.path}: sha256 mismatch (manifest {model_file.sha256}, file {actual})")

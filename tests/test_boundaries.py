@@ -47,7 +47,7 @@ def imports(package: str) -> Iterator[Tuple[str, int, str]]:
 def foreign_imports(package: str) -> List[str]:
     """"file:line module" for each import of a project package that `package` may not use."""
     project = project_names()
-    return ["{}:{} {}".format(path, line, module) for path, line, module in imports(package)
+    return [f"{path}:{line} {module}" for path, line, module in imports(package)
             if module.split(".")[0] in project - ALLOWED[package]]
 
 

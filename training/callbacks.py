@@ -64,7 +64,7 @@ class JsonLinesLog:
         """Append one record with an event name and a wall-clock time stamp."""
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(f"{json.dumps(record)}\n")
 
 
 class ProgressLogger(Callback):

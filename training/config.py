@@ -202,8 +202,7 @@ def _section_of(key):
     if len(owners) == 1:
         return owners[0]
     if owners:
-        raise ValueError(f"key {key!r} is ambiguous; write one of: "
-                         + ", ".join(f"{s}.{key}" for s in owners))
+        raise ValueError(f"key {key!r} is ambiguous; write one of: {', '.join((f'{s}.{key}' for s in owners))}")
     raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(describe_fields())}")
 
 

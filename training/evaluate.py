@@ -106,7 +106,7 @@ def main(argv=None):
         raise SystemExit(f"error: {args.data} has {len(classes)} classes, the model "
                          f"{cfg.model.num_classes}")
     metrics = evaluate_network(load_network(cfg, args.ckpt), dataset)
-    out = args.ckpt.with_name(args.ckpt.name + ".eval.json")
+    out = args.ckpt.with_name(f"{args.ckpt.name}.eval.json")
     out.write_text(json.dumps({**metrics, "ckpt": str(args.ckpt.resolve()),
                                "data": str(args.data.resolve())}, indent=2) + "\n")
     print(format_metrics(metrics), flush=True)

@@ -142,7 +142,7 @@ def build_fmnist(out_dir: Path, train_per_class: Optional[int], val_per_class: O
         LOG.info("%s is up to date (%s), skipping", out_dir, existing["counts"])
         return existing
     started = time.monotonic()
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = out_dir.with_name(f"{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     counts = {}
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
@@ -153,7 +153,7 @@ def build_fmnist(out_dir: Path, train_per_class: Optional[int], val_per_class: O
         _write_split(images, labels, indices, partial / split)
         counts[split] = len(indices)
     manifest = {**wanted, "counts": counts}
-    (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    (partial / MANIFEST_NAME).write_text(f"{json.dumps(manifest, indent=2)}\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
     LOG.info("wrote %s: %d train + %d val JPEGs in %.1f s", out_dir, counts["train"], counts["val"],
@@ -212,7 +212,7 @@ def build_photos(out_dir: Path, deb_cache: Path = DEFAULT_DEB_CACHE) -> Dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, package, path, _, _ in PHOTOS:
         (out_dir / name).write_bytes(_photo_jpeg(photo_source(package, path, deb_cache)))
-    labels_file.write_text(json.dumps(labels, indent=2) + "\n")
+    labels_file.write_text(f"{json.dumps(labels, indent=2)}\n")
     LOG.info("wrote %d photographs and labels.json to %s", len(labels), out_dir)
     return labels
 

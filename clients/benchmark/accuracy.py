@@ -22,7 +22,7 @@ def list_images(root: Path) -> List[Tuple[Path, str]]:
     """(image path, class folder name) for every image under root/<class>/, sorted."""
     classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise ValueError("{} has no class folders (expected an ImageNet layout root/<class>/<image>)".format(root))
+        raise ValueError(f"{root} has no class folders (expected an ImageNet layout root/<class>/<image>)")
     images = [
         (path, name)
         for name in classes
@@ -30,7 +30,7 @@ def list_images(root: Path) -> List[Tuple[Path, str]]:
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
     ]
     if not images:
-        raise ValueError("no images ({}) under {}".format(", ".join(sorted(IMAGE_SUFFIXES)), root))
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     return images
 
 
@@ -43,7 +43,7 @@ def class_ids(folders: Sequence[str], labels: Sequence[str]) -> Tuple[Dict[str, 
     if len(names) == len(labels):
         logger.warning("class folders are not the server's labels: mapping them by sorted index")
         return {name: i for i, name in enumerate(names)}, "sorted_folders"
-    raise ValueError("{} class folders cannot be mapped to the server's {} labels".format(len(names), len(labels)))
+    raise ValueError(f"{len(names)} class folders cannot be mapped to the server's {len(labels)} labels")
 
 
 def measure_accuracy(

@@ -46,7 +46,7 @@ def run_offline(
     completed = subprocess.run(command, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, check=False,
                                timeout=600 + 2 * seconds * len(batch_sizes))
     if completed.returncode != 0:
-        raise RuntimeError("offline baseline failed with exit status {}".format(completed.returncode))
+        raise RuntimeError(f"offline baseline failed with exit status {completed.returncode}")
     report = json.loads(completed.stdout.decode("utf-8").strip().splitlines()[-1])
     if expected_sha256 and report["sha256"] != expected_sha256:
         raise RuntimeError("offline baseline measured {} (sha256 {}), not the served model (sha256 {})".format(

@@ -37,8 +37,7 @@ def _names(text: str) -> List[str]:
     names = [part for part in text.split(",") if part]
     unknown = sorted(set(names) - set(RUNTIMES))
     if unknown:
-        raise argparse.ArgumentTypeError("unknown runtime {}; valid: {}".format(", ".join(unknown),
-                                                                                ", ".join(RUNTIMES)))
+        raise argparse.ArgumentTypeError(f"unknown runtime {', '.join(unknown)}; valid: {', '.join(RUNTIMES)}")
     return names
 
 
@@ -46,8 +45,7 @@ def _protocols(text: str) -> List[str]:
     names = [part for part in text.split(",") if part]
     unknown = sorted(set(names) - set(PROTOCOLS))
     if unknown or not names:
-        raise argparse.ArgumentTypeError("unknown protocol {}; valid: {}".format(", ".join(unknown),
-                                                                                 ", ".join(PROTOCOLS)))
+        raise argparse.ArgumentTypeError(f"unknown protocol {', '.join(unknown)}; valid: {', '.join(PROTOCOLS)}")
     return list(dict.fromkeys(names))
 
 
@@ -124,7 +122,7 @@ def load_images(args: argparse.Namespace) -> List[Path]:
         logger.warning("--images: skipped %d file(s) not named as an image (%s): %s", len(skipped),
                        ", ".join(sorted(IMAGE_SUFFIXES)), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     if not paths:
-        raise ValueError("--images: no image files among {} given".format(len(files)))
+        raise ValueError(f"--images: no image files among {len(files)} given")
     return paths
 
 
@@ -134,7 +132,7 @@ def server_specs(args: argparse.Namespace) -> List[ServerSpec]:
     if "kserve-http" in args.protocol:
         common += ["--http-port", "0"]
     sizes = args.max_batch_size or [None]
-    return [ServerSpec(label="mbs{}".format(size) if size else "server", model_repository=args.model_repository,
+    return [ServerSpec(label=f"mbs{size}" if size else "server", model_repository=args.model_repository,
                        backend=args.backend, python=args.server_python,
                        options=tuple(common + (["--max-batch-size", str(size)] if size else [])))
             for size in sizes]
@@ -153,7 +151,7 @@ def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
     if spec is None:
         yield args.label, args.target, args.metrics_url, args.http_target
         return
-    with spec.process(args.out / "server-{}.log".format(spec.label)) as server:
+    with spec.process(args.out / f"server-{spec.label}.log") as server:
         yield spec.label, [server.address], server.metrics_url, server.http_url
 
 
@@ -171,7 +169,7 @@ def measure_servers(args, images, progress) -> dict:
                                         "options": list(spec.options) if spec else None})
             for protocol in args.protocol:
                 # Several protocols: one series each ("mbs16 kserve-grpc"); genet alone keeps the plain label.
-                series = label if args.protocol == ["genet"] else "{} {}".format(label, protocol)
+                series = label if args.protocol == ["genet"] else f"{label} {protocol}"
                 with protocol_client(args, protocol, target, http_target, info.name) as client:
                     runs = run_levels(client, images, plan, series, info.batching.max_batch_size or None,
                                       metrics_url, progress)
@@ -179,7 +177,7 @@ def measure_servers(args, images, progress) -> dict:
                     if args.data and index == len(specs) - 1:
                         chunk = min(16, info.limits.max_images_per_request or 16)
                         accuracy = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
-                                                    progress.count("{} accuracy".format(series)))
+                                                    progress.count(f"{series} accuracy"))
                         progress.done()
                         measured["accuracy_by_protocol"][protocol] = accuracy
                         measured["accuracy"] = measured["accuracy"] or accuracy
@@ -248,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runtimes = measure_runtimes(args, measured["info"], measured["runs"], images, cpu)
     except (ClientError, OSError, RuntimeError, ValueError) as error:
         progress.done()
-        print("error: {}".format(error), file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     add_efficiency(measured["runs"], offline)
     server = message_dict(measured["info"])
@@ -258,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = write_report(report, args.out)
     print(format_summary(report))
     if len(report["accuracy_by_protocol"]) > 1:
-        print("\n" + "\n".join("top-1 via {}: {:.2%} ({} failed)".format(protocol, accuracy["top1"], accuracy["failed"])
+        print("\n" + "\n".join(f"top-1 via {protocol}: {accuracy['top1']:.2%} ({accuracy['failed']} failed)"
                                 for protocol, accuracy in report["accuracy_by_protocol"].items()))
-    print("\nreport: " + ", ".join(str(p) for p in paths.values()))
+    print(f"\nreport: {', '.join((str(p) for p in paths.values()))}")
     return 0

@@ -55,7 +55,7 @@ def measure(repository: Path, image: Path, backend: str, calls: int, rounds: int
     offline_rounds: List[float] = []
     args = ["--model-repository", str(repository), "--backend", backend, "--port", "0", *SERVER_ARGS]
     for round_index in range(rounds):
-        with ServerProcess(args, Path("/tmp") / "overhead-server-{}.log".format(round_index)) as server:
+        with ServerProcess(args, Path("/tmp") / f"overhead-server-{round_index}.log") as server:
             server_rounds.append(server_cpu_ms(server, image, calls))
             with ClassifierClient(server.address) as client:
                 info = client.model_info()

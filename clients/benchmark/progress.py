@@ -21,19 +21,19 @@ class ProgressLine:
     def show(self, text: str) -> None:
         """Replaces the line with text; off a terminal, prints it as a new line every log_interval_s."""
         if self._live:
-            self._stream.write("\r" + text.ljust(self._width))
+            self._stream.write(f"\r{text.ljust(self._width)}")
             self._width = len(text)
         elif time.monotonic() - self._last_logged >= self._log_interval_s:
-            self._stream.write(text + "\n")
+            self._stream.write(f"{text}\n")
             self._last_logged = time.monotonic()
         self._stream.flush()
 
     def done(self, text: str = "") -> None:
         """Ends the line, replacing it with text when given (printed off a terminal too)."""
         if self._live and (self._width or text):
-            self._stream.write("\r" + text.ljust(self._width) + "\n" if text else "\n")
+            self._stream.write(f"\r{text.ljust(self._width)}\n" if text else "\n")
         elif text:
-            self._stream.write(text + "\n")
+            self._stream.write(f"{text}\n")
         self._stream.flush()
         self._width = 0
         self._last_logged = time.monotonic()
@@ -51,5 +51,5 @@ class ProgressLine:
     def count(self, label: str):
         """A progress callback (done, total) prefixed with label."""
         def update(done: int, total: int) -> None:
-            self.show("{}  {}/{} images".format(label, done, total))
+            self.show(f"{label}  {done}/{total} images")
         return update

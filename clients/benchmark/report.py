@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 CSV_FIELDS = ("source", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
-              "throughput_rps") + tuple("latency_" + k + "_ms" for k in LATENCY_KEYS) + (
+              "throughput_rps") + tuple(f"latency_{k}_ms" for k in LATENCY_KEYS) + (
               "mean_batch_size", "offline_batch_size", "efficiency", "errors", "server_cpu_ms_per_image",
               "client_cpu_ms_per_image")
 
@@ -21,15 +21,15 @@ def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[s
     """Writes <stem>.json, <stem>.csv and <stem>.png under out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / "{}.{}".format(stem, kind) for kind in ("json", "csv", "png")}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths = {kind: out_dir / f"{stem}.{kind}" for kind in ("json", "csv", "png")}
+    paths["json"].write_text(f"{json.dumps(report, indent=2)}\n")
     write_csv(report, paths["csv"])
     plot(report, paths["png"])
     return paths
 
 
 def _level(run: dict) -> str:
-    return "c={}".format(run["concurrency"]) if "concurrency" in run else "r={:g}/s".format(run["rate"])
+    return f"c={run['concurrency']}" if "concurrency" in run else f"r={run['rate']:g}/s"
 
 
 def csv_rows(report: dict) -> List[dict]:
@@ -43,14 +43,14 @@ def csv_rows(report: dict) -> List[dict]:
             mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
             server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
-            **{"latency_{}_ms".format(k): run["latency_ms"][k] for k in LATENCY_KEYS}))
+            **{f"latency_{k}_ms": run["latency_ms"][k] for k in LATENCY_KEYS}))
     for entry in report["offline"] + report.get("runtimes", []):
         rows.append(dict(
             source=" ".join(["offline", *_runtime(entry)]), mode="offline", level=entry["batch_size"],
             images_per_request=entry["batch_size"],
             throughput_ips=entry["throughput_ips"], throughput_rps=entry["throughput_ips"] / entry["batch_size"],
             server_cpu_ms_per_image=entry.get("cpu_ms_per_image"),
-            **{"latency_{}_ms".format(k): entry["latency_ms"][k] for k in LATENCY_KEYS}))
+            **{f"latency_{k}_ms": entry["latency_ms"][k] for k in LATENCY_KEYS}))
     return rows
 
 
@@ -89,7 +89,7 @@ def plot(report: dict, path: Path) -> None:
         throughput, latency, efficiency = axes[:, column]
         for server, runs in by_server.items():
             _plot_server(throughput, latency, efficiency, runs, mode, colour[server], offline)
-        throughput.set_title("{} image{} per request".format(images_per_request, "" if images_per_request == 1 else "s"))
+        throughput.set_title(f"{images_per_request} image{'' if images_per_request == 1 else 's'} per request")
         _style_column(axes[:, column], [run[mode] for runs in by_server.values() for run in runs], mode)
     server = report.get("server", {})
     figure.suptitle("{} v{} ({} backend)".format(server.get("name", "?"), server.get("version", "?"),
@@ -138,7 +138,7 @@ def _style_column(axes, levels: List[float], mode: str) -> None:
     for row in axes:
         row.set_xscale("log", base=2)
         row.set_xticks(ticks)
-        row.set_xticklabels(["{:g}".format(tick) for tick in ticks])
+        row.set_xticklabels([f"{tick:g}" for tick in ticks])
         row.minorticks_off()
         row.set_ylim(bottom=0)
         row.grid(True, alpha=0.3)
@@ -157,7 +157,7 @@ def _legend(servers: List[str], colour: Dict[str, str], with_offline: bool) -> l
 def _cell(value, digits: int = 1) -> str:
     if value is None:
         return "-"
-    return "{:.{}f}".format(value, digits) if isinstance(value, float) else str(value)
+    return f"{value:.{{}}f}" if isinstance(value, float) else str(value)
 
 
 def format_summary(report: dict) -> str:
@@ -198,7 +198,7 @@ def format_summary(report: dict) -> str:
 
 
 def _errors(errors: dict) -> str:
-    return ", ".join("{} {}".format(code, count) for code, count in errors.items()) or "0"
+    return ", ".join(f"{code} {count}" for code, count in errors.items()) or "0"
 
 
 def _table(header, rows) -> List[str]:

@@ -47,7 +47,7 @@ def run_levels(client: ClassifierClient, images: Sequence[Path], plan: LoadPlan,
     for images_per_request in plan.images_per_request:
         requests = build_requests(images, images_per_request)
         for mode, level in levels:
-            name = "{} {}={} img/req={}".format(label, mode, level, images_per_request)
+            name = f"{label} {mode}={level} img/req={images_per_request}"
             run = {"server": label, "max_batch_size": max_batch_size, "mode": mode, mode: level,
                    "images_per_request": images_per_request,
                    **_run_level(client, requests, plan, mode, level, metrics_url, progress.load(name))}

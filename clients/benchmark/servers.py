@@ -74,10 +74,10 @@ class ServerProcess:
         try:
             deadline = time.monotonic() + self._startup_timeout_s
             self.address = _endpoint(self._wait_for_line(PORT_LINE, deadline))
-            self.metrics_url = "http://{}/metrics".format(_endpoint(self._wait_for_line(METRICS_LINE, deadline)))
+            self.metrics_url = f"http://{_endpoint(self._wait_for_line(METRICS_LINE, deadline))}/metrics"
             if self.arg("--http-port") is not None:
                 scheme, host, port = self._wait_for_line(HTTP_LINE, deadline).groups()
-                self.http_url = "{}://{}".format(scheme, _endpoint_of(host, port))
+                self.http_url = f"{scheme}://{_endpoint_of(host, port)}"
             self._wait_until_serving(deadline)
         except BaseException:
             self.stop()
@@ -129,7 +129,7 @@ class ServerProcess:
             match = pattern.search(self.log())
             if match:
                 return match
-            self._check_alive(deadline, "no {!r} line".format(pattern.pattern))
+            self._check_alive(deadline, f"no {pattern.pattern!r} line")
             time.sleep(0.05)
 
     def _wait_until_serving(self, deadline: float) -> None:
@@ -163,7 +163,7 @@ def _endpoint(match: "re.Match") -> str:
 
 
 def _endpoint_of(host: str, port: str) -> str:
-    return "{}:{}".format("127.0.0.1" if host in _WILDCARDS else host, port)
+    return f"{'127.0.0.1' if host in _WILDCARDS else host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,11 @@ def check_outcome(case: Case, code: str, details: str) -> List[str]:
     """What is wrong with a case's outcome (empty when it is as documented)."""
     problems = []
     if code not in case.expected:
-        problems.append("{}: got {} ({}), documented {}".format(case.name, code, details[:120],
-                                                               "/".join(case.expected)))
+        problems.append(f"{case.name}: got {code} ({details[:120]}), documented {'/'.join(case.expected)}")
     elif code == "OK" and details:
-        problems.append("{}: {}".format(case.name, details))
+        problems.append(f"{case.name}: {details}")
     elif code != "OK" and case.detail and case.detail not in details:
-        problems.append("{}: {} details {!r} lack {!r}".format(case.name, code, details[:120], case.detail))
+        problems.append(f"{case.name}: {code} details {details[:120]!r} lack {case.detail!r}")
     return problems
 
 
@@ -67,10 +66,10 @@ def run_bad_inputs(client: ClassifierClient, target: str, pid: int, cases: Seque
             result.requests += 1
             problems = check_outcome(case, code, details)
             result.lost += bool(problems)
-            if problems and not any(failure.startswith(case.name + ":") for failure in result.failures):
+            if problems and not any(failure.startswith(f"{case.name}:") for failure in result.failures):
                 result.failures.extend(problems)  # once per case, not once per round
             health = health_status(target)
-            result.require(health == "SERVING", "health {} after {!r}".format(health, case.name))
+            result.require(health == "SERVING", f"health {health} after {case.name!r}")
             if health != "SERVING":
                 return _finish(result, seen, rss_after_round, rounds)
         rss_after_round.append(rss_bytes(pid))

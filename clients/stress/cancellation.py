@@ -79,16 +79,16 @@ def run_cancellation(target: str, metrics_url: str, image: bytes) -> CheckResult
     result.requests = 2 * CALLS_PER_GROUP + 1
     unanswered = result.requests - sum(map(len, groups.values()))
     result.lost = unanswered + (groups.get("live") != ["OK"])
-    result.require(unanswered == 0, "{} calls got no answer".format(unanswered))
-    result.require(groups.get("live") == ["OK"], "the live call got {}".format(groups.get("live")))
+    result.require(unanswered == 0, f"{unanswered} calls got no answer")
+    result.require(groups.get("live") == ["OK"], f"the live call got {groups.get('live')}")
     result.require(groups.get("expiring") == ["DEADLINE_EXCEEDED"] * CALLS_PER_GROUP,
-                   "expiring calls got {}".format(groups.get("expiring")))
+                   f"expiring calls got {groups.get('expiring')}")
     result.require(groups.get("cancelled") == ["CANCELLED"] * CALLS_PER_GROUP,
-                   "cancelled calls got {}".format(groups.get("cancelled")))
+                   f"cancelled calls got {groups.get('cancelled')}")
     for reason, count in dropped.items():
         result.require(count == doomed_images, "dropped_images{{reason={}}} grew by {:g}, expected {}".format(
             reason, count, doomed_images))
-    result.require(computed == 1, "{:g} images were computed, expected only the live one".format(computed))
+    result.require(computed == 1, f"{computed:g} images were computed, expected only the live one")
     result.faults = 2 * CALLS_PER_GROUP
     result.details = {"dropped_images": dropped, "images_computed": computed, "outcomes": groups,
                       "doomed_images_per_group": doomed_images, "batch_delay_ms": BATCH_DELAY_MS}

@@ -77,11 +77,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_report(args.report, results, mode, settings)
     passed = totals(results)["passed"]
     print(format_table(results, mode), flush=True)
-    print("report: {}".format(args.report), flush=True)
+    print(f"report: {args.report}", flush=True)
     if args.workdir is None and passed:
         shutil.rmtree(workdir, ignore_errors=True)
     elif not passed:
-        print("server and training logs: {}".format(workdir), flush=True)
+        print(f"server and training logs: {workdir}", flush=True)
     return 0 if passed else 1
 
 

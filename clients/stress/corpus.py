@@ -101,9 +101,9 @@ def png_cases(limits: Limits) -> List[Case]:
         _image_case("PNG claiming 0 x 0", forge.png_claiming(0, 0)),
         _image_case("PNG claiming 2^31-1 x 2^31-1", forge.png_claiming(2 ** 31 - 1, 2 ** 31 - 1)),
         _image_case("PNG claiming 50000 x 50000", forge.png_claiming(50000, 50000), detail="pixel limit"),
-        _image_case("PNG bomb {0} x {0} (over the pixel limit)".format(over_side),
+        _image_case(f"PNG bomb {over_side} x {over_side} (over the pixel limit)",
                     forge.png_bomb(over_side, over_side), detail="pixel limit"),
-        _image_case("PNG bomb {0} x {0} (under the pixel limit: valid)".format(under_side),
+        _image_case(f"PNG bomb {under_side} x {under_side} (under the pixel limit: valid)",
                     forge.png_bomb(under_side, under_side), expected=OK),
     ]
 

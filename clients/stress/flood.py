@@ -46,13 +46,12 @@ def run_flood(repository: Path, backend: str, python: str, log_dir: Path, compar
     allowed = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE (refused stream)")
     result.lost = sum(count for code, count in limited["codes"].items() if code not in allowed)
     bound_mib = RSS_COPIES_PER_STREAM * FLOOD_LIMIT * FLOOD_CHANNELS * MESSAGE_MB
-    result.require(result.lost == 0, "calls ended other than {}: {}".format(" or ".join(allowed), limited["codes"]))
+    result.require(result.lost == 0, f"calls ended other than {' or '.join(allowed)}: {limited['codes']}")
     result.require(limited["codes"].get("INVALID_ARGUMENT", 0) < FLOOD_CALLS, "no call was refused: the limit did "
                    "not act")
     result.require(limited["rss_growth_mib"] <= bound_mib, "peak RSS grew {} MiB (bound {} MiB)".format(
         limited["rss_growth_mib"], bound_mib))
-    result.require(limited["health_after"] == "SERVING", "health {} right after the flood".format(
-        limited["health_after"]))
+    result.require(limited["health_after"] == "SERVING", f"health {limited['health_after']} right after the flood")
     result.details = {"limited": limited, "rss_growth_bound_mib": bound_mib}
     if compare:
         result.details["unlimited"] = _flood_server(repository, backend, python, log_dir, FLOOD_CALLS + 1)
@@ -67,7 +66,7 @@ def _flood_server(repository: Path, backend: str, python: str, log_dir: Path, li
     """Start a server with --max-concurrent-rpcs limit, flood it, measure; stopped afterwards."""
     args = ["--model-repository", str(repository), "--backend", backend, *FLOOD_OPTIONS,
             "--max-concurrent-rpcs", str(limit)]
-    with ServerProcess(args, log_dir / "server-flood-{}.log".format(limit), python=python) as server:
+    with ServerProcess(args, log_dir / f"server-flood-{limit}.log", python=python) as server:
         pid = server.process.pid
         reset_peak_rss(pid)
         before = _status_kib(pid, "VmRSS")
@@ -107,12 +106,12 @@ def _code(stub: classifier_pb2_grpc.ClassifierStub, request: classifier_pb2.Clas
 
 def reset_peak_rss(pid: int) -> None:
     """Reset the process's VmHWM to its current RSS (Linux: clear_refs 5)."""
-    with open("/proc/{}/clear_refs".format(pid), "w") as handle:
+    with open(f"/proc/{pid}/clear_refs", "w") as handle:
         handle.write("5")
 
 
 def _status_kib(pid: int, field: str) -> int:
     """A memory field of /proc/PID/status in KiB (VmRSS, VmHWM)."""
-    lines: Sequence[str] = Path("/proc/{}/status".format(pid)).read_text().splitlines()
-    values: List[int] = [int(line.split()[1]) for line in lines if line.startswith(field + ":")]
+    lines: Sequence[str] = Path(f"/proc/{pid}/status").read_text().splitlines()
+    values: List[int] = [int(line.split()[1]) for line in lines if line.startswith(f"{field}:")]
     return values[0]

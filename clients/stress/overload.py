@@ -72,7 +72,7 @@ def run_overload(client: ClassifierClient, target: str, pid: int,
     growth_mib = (rss.peak - rss_before) / MIB
     result.require(growth_mib <= RSS_GROWTH_BOUND_MIB, "RSS grew {:.1f} MiB (bound {} MiB)".format(
         growth_mib, RSS_GROWTH_BOUND_MIB))
-    result.require(health_after == "SERVING", "health {} right after the overload".format(health_after))
+    result.require(health_after == "SERVING", f"health {health_after} right after the overload")
     result.details = {"capacity": capacity, "factor": factor, "queue_images": queue_images,
                       "codes": codes(measurement.records), "unfinished": measurement.unfinished,
                       "accepted_images_per_s": accepted_ips, "latency_ms": latency,

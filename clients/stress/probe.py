@@ -22,7 +22,7 @@ def health_status(target: str, timeout_s: float = 2.0, service: str = "") -> str
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError as error:
-            return "UNREACHABLE ({})".format(error.code().name)
+            return f"UNREACHABLE ({error.code().name})"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 

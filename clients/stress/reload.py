@@ -52,7 +52,7 @@ def run_reload(client: ClassifierClient, requests: Sequence, concurrency: int, r
     result.lost = len(failed) + measurement.unfinished
     result.load = {"concurrency": concurrency, "duration_s": duration_s,
                    "achieved_rps": round(result.requests / duration_s, 1)}
-    result.require(result.lost == 0, "{} calls failed: {}".format(result.lost, examples(failed)))
+    result.require(result.lost == 0, f"{result.lost} calls failed: {examples(failed)}")
     result.require(swapped is not None, "version {} was not served within the {:g} s load".format(
         new_version, duration_s - publish_after_s))
     result.require(swapped is None or bool(after_swap), "no call was answered after the swap")

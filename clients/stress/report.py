@@ -29,9 +29,8 @@ def load_lines(results: Sequence[CheckResult]) -> List[str]:
         load = result.load
         if load is None or result.skipped is not None:
             continue
-        level = "{} req/s".format(load["rate"]) if "rate" in load else "concurrency {}".format(load["concurrency"])
-        lines.append("  {}: {} for {:g} s, achieved {} req/s".format(result.name, level, load["duration_s"],
-                                                                    load["achieved_rps"]))
+        level = f"{load['rate']} req/s" if "rate" in load else f"concurrency {load['concurrency']}"
+        lines.append(f"  {result.name}: {level} for {load['duration_s']:g} s, achieved {load['achieved_rps']} req/s")
     return lines
 
 
@@ -40,12 +39,12 @@ def format_table(results: Sequence[CheckResult], mode: str) -> str:
     rows = [COLUMNS] + [(r.name, r.verdict, str(r.requests), str(r.lost), str(r.faults if r.passed else 0))
                         for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["stress suite ({})".format(mode), "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines = [f"stress suite ({mode})", "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
     lines.append("  ".join("-" * w for w in widths))
     for result, row in zip(results, rows[1:]):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        lines.append("    " + (result.skipped or result.summary))
-        lines.extend("    FAIL: " + failure for failure in result.failures)
+        lines.append(f"    {result.skipped or result.summary}")
+        lines.extend(f"    FAIL: {failure}" for failure in result.failures)
     total = totals(results)
     lines += ["", "load held:"] + (load_lines(results) or ["  none"])
     lines.append("faults survived: {faults_survived}   bad inputs tried: {bad_inputs_tried}   requests sent: "
@@ -62,4 +61,4 @@ def write_report(path: Path, results: Sequence[CheckResult], mode: str, settings
     report = {"mode": mode, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "host": platform.node(), "settings": settings, "totals": totals(results),
               "checks": [result.to_json() for result in results]}
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    path.write_text(f"{json.dumps(report, indent=2, default=str)}\n")

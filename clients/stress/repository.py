@@ -25,14 +25,14 @@ def export_tiny_model(repository: Path, timeout_s: float = 900.0) -> None:
     completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout_s,
                                env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     if completed.returncode != 0:
-        raise RuntimeError("export failed ({}):\n{}".format(completed.returncode, completed.stderr[-3000:]))
+        raise RuntimeError(f"export failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
 
 
 def only_model_name(repository: Path) -> str:
     """The name of the repository's only model."""
     names = model_names(repository)
     if len(names) != 1:
-        raise ValueError("{} holds models {}: expected exactly one".format(repository, names))
+        raise ValueError(f"{repository} holds models {names}: expected exactly one")
     return names[0]
 
 

@@ -79,4 +79,4 @@ def in_window(measurement: Measurement) -> List[Record]:
 
 def examples(records: Iterable[Record], limit: int = 5) -> List[str]:
     """A few "CODE: details" strings of failed calls, for failure messages."""
-    return ["{}: {}".format(record.code, record.details[:160]) for record in list(records)[:limit]]
+    return [f"{record.code}: {record.details[:160]}" for record in list(records)[:limit]]

@@ -65,12 +65,12 @@ def load_requests() -> list:
 def guarded(name: str, skip: FrozenSet[str], check: Callable[[], CheckResult]) -> CheckResult:
     """check() unless name is skipped; an exception becomes a failed result instead of ending the suite."""
     if name in skip:
-        return CheckResult(name, skipped="skipped (--skip {})".format(name))
+        return CheckResult(name, skipped=f"skipped (--skip {name})")
     try:
         return check()
     except Exception as error:  # the suite reports every check, whatever broke
         logger.exception("check %s crashed", name)
-        return CheckResult(name, failures=["crashed: {}: {}".format(type(error).__name__, error)])
+        return CheckResult(name, failures=[f"crashed: {type(error).__name__}: {error}"])
 
 
 def _client(address: str) -> ClassifierClient:
@@ -93,15 +93,15 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
         with KServeHttpClient(server.http_url, info.name, timeout_s=30.0) as http_client:
             protocols = (("", client), ("-http", http_client))  # genet.v1 gRPC, then KServe v2 HTTP
             for suffix, protocol_client in protocols:
-                results.append(guarded("bad-inputs" + suffix, skip, lambda: run_bad_inputs(
+                results.append(guarded(f"bad-inputs{suffix}", skip, lambda: run_bad_inputs(
                     protocol_client, server.address, pid, build_corpus(limits), plan.corpus_rounds, info.num_classes,
-                    "bad-inputs" + suffix)))
+                    f"bad-inputs{suffix}")))
             capacities = {suffix: _capacity(protocol_client, requests, concurrency, plan.capacity_s, suffix)
                           for suffix, protocol_client in protocols}
             for suffix, protocol_client in protocols:
-                results.append(guarded("overload" + suffix, skip, lambda: run_overload(
+                results.append(guarded(f"overload{suffix}", skip, lambda: run_overload(
                     protocol_client, server.address, pid, requests, capacities[suffix], info.batching.max_queue_size,
-                    plan.overload_factor, plan.overload_s, "overload" + suffix)))
+                    plan.overload_factor, plan.overload_s, f"overload{suffix}")))
         capacity = capacities[""]
         results.append(guarded("reload", skip, lambda: run_reload(
             client, requests, concurrency, setup.repository, setup.model_name, plan.reload_s)))
@@ -125,7 +125,7 @@ def cancellation_check(setup: Setup) -> CheckResult:
     with ServerProcess(args, setup.log_dir / "server-cancellation.log", python=setup.python) as server:
         result = run_cancellation(server.address, server.metrics_url, image)
         status = server.stop()
-    result.require(status == 0, "the server exited with {} after the check".format(status))
+    result.require(status == 0, f"the server exited with {status} after the check")
     return result
 
 
@@ -152,7 +152,7 @@ def worker_fault_checks(setup: Setup) -> List[CheckResult]:
                                  setup.plan.worker_fault_s)
     except Exception as error:  # e.g. the server did not start
         logger.exception("the worker fault checks crashed")
-        return [CheckResult(name, failures=["crashed: {}: {}".format(type(error).__name__, error)]) for name in names]
+        return [CheckResult(name, failures=[f"crashed: {type(error).__name__}: {error}"]) for name in names]
 
 
 def _raise(error: Exception) -> CheckResult:

@@ -78,8 +78,8 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
                          lost=len(lost) + measurement.unfinished)
     result.load = {"rate": round(rate, 1), "duration_s": before_s + after_s,
                    "achieved_rps": round(result.requests / (before_s + after_s), 1)}
-    result.require(result.lost == 0, "{} admitted calls lost: {}".format(result.lost, examples(lost)))
-    result.require(exit_status == 0, "exit status {} after SIGTERM".format(exit_status))
+    result.require(result.lost == 0, f"{result.lost} admitted calls lost: {examples(lost)}")
+    result.require(exit_status == 0, f"exit status {exit_status} after SIGTERM")
     result.require(exit_s <= grace_period_s + EXIT_MARGIN_S, "exit took {:.1f} s, grace period {:g} s".format(
         exit_s, grace_period_s))
     result.require(bool(in_flight), "no call was in flight at SIGTERM: nothing was tested")

@@ -56,8 +56,8 @@ def run_worker_faults(repository: Path, backend: str, python: str, log_dir: Path
         status = server.stop()
     left = sorted(pid for pid in seen if _running(pid))
     for result in results:
-        result.require(status == 0, "the server exited with {} after SIGTERM".format(status))
-        result.require(not left, "worker processes left behind: {}".format(left))
+        result.require(status == 0, f"the server exited with {status} after SIGTERM")
+        result.require(not left, f"worker processes left behind: {left}")
         result.details.update(exit_status=status, workers_seen=len(seen), workers_left=left)
     return results
 
@@ -70,7 +70,7 @@ def _fault(server: ServerProcess, client: ClassifierClient, requests: Sequence[c
     seen.update(_workers(server))
     outcome = {}
     loader = threading.Thread(target=lambda: outcome.setdefault("m", run_closed_loop(
-        client, requests, CONCURRENCY, 0.0, load_s, CALL_TIMEOUT_S)), name=name + "-load")
+        client, requests, CONCURRENCY, 0.0, load_s, CALL_TIMEOUT_S)), name=f"{name}-load")
     loader.start()
     time.sleep(load_s / 3)
     os.kill(victim, signum)
@@ -83,10 +83,10 @@ def _fault(server: ServerProcess, client: ClassifierClient, requests: Sequence[c
     result = CheckResult(name, faults=1, requests=len(records) + outcome["m"].unfinished,
                          lost=len(lost) + outcome["m"].unfinished)
     result.load = {"concurrency": CONCURRENCY, "duration_s": load_s, "achieved_rps": round(len(records) / load_s, 1)}
-    result.require(result.lost == 0, "{} calls lost beside the worker's batch: {}".format(result.lost, examples(lost)))
+    result.require(result.lost == 0, f"{result.lost} calls lost beside the worker's batch: {examples(lost)}")
     result.require(1 <= len(with_the_worker) <= one_batch, "{} calls failed with the worker (one batch: 1 to {})"
                    .format(len(with_the_worker), one_batch))
-    result.require(recovered_s is not None, "no restart counted and SERVING within {:g} s".format(RECOVERY_S))
+    result.require(recovered_s is not None, f"no restart counted and SERVING within {RECOVERY_S:g} s")
     result.details = {"codes": codes(records), "failed_with_the_worker": len(with_the_worker),
                       "details": sorted({r.details for r in with_the_worker})[:3], "victim_pid": victim,
                       "recovered_s": recovered_s}

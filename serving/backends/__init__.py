@@ -79,7 +79,7 @@ def create_backend(name: str, model_file: ModelFile, *, device: str, device_id: 
                    precision: str = "auto") -> Backend:
     """Import serving.backends.<name> and build its backend for `model_file` at `precision` (auto, f32, bf16)."""
     check_device(device, device_id)
-    module = importlib.import_module("{}.{}_backend".format(__name__, name))
+    module = importlib.import_module(f"{__name__}.{name}_backend")
     return module.create(model_file, device=device, device_id=device_id, threads=threads, precision=precision)
 
 

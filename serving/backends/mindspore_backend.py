@@ -27,7 +27,7 @@ def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, 
     try:
         _configure_runtime(device, device_id, threads)
     except (RuntimeError, ValueError) as error:
-        raise BackendError("MindSpore cannot use {} device {}: {}".format(device, device_id, error)) from None
+        raise BackendError(f"MindSpore cannot use {device} device {device_id}: {error}") from None
     return MindSporeBackend(model_file)
 
 
@@ -43,15 +43,15 @@ def _configure_runtime(device: str, device_id: int, threads: int) -> None:
 class MindSporeBackend(Backend):
     """A MINDIR GraphCell; one compiled graph per batch size."""
 
-    runtime_version = "mindspore {}".format(ms.__version__)
+    runtime_version = f"mindspore {ms.__version__}"
 
     def __init__(self, model_file: ModelFile) -> None:
         if model_file.input_layout != "NCHW":
-            raise BackendError("the MINDIR input layout must be NCHW, got {}".format(model_file.input_layout))
+            raise BackendError(f"the MINDIR input layout must be NCHW, got {model_file.input_layout}")
         try:
             self._cell = nn.GraphCell(ms.load(model_file.path))
         except (RuntimeError, ValueError) as error:
-            raise BackendError("MindSpore cannot load {}: {}".format(model_file.path, error)) from None
+            raise BackendError(f"MindSpore cannot load {model_file.path}: {error}") from None
         LOG.info("MindSpore model %s loaded", model_file.path)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

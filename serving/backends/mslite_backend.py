@@ -55,8 +55,7 @@ class ResizingModel:
         try:
             self.model.build_from_file(model_file.path, model_type, context)
         except RuntimeError as error:
-            raise BackendError("MindSpore Lite cannot build {} for {}: {}".format(
-                model_file.path, context.target, error)) from None
+            raise BackendError(f"MindSpore Lite cannot build {model_file.path} for {context.target}: {error}") from None
         self.shape = list(self.model.get_inputs()[0].shape)
         channel_axis = 3 if model_file.input_layout == "NHWC" else 1
         if len(self.shape) != 4 or self.shape[channel_axis] != 3:
@@ -83,7 +82,7 @@ class LiteBackend(Backend):
     while the checked private copy of the file it was given exists (serving.verify.private_copy).
     """
 
-    runtime_version = "mindspore_lite {}".format(getattr(mslite, "__version__", "unknown"))
+    runtime_version = f"mindspore_lite {getattr(mslite, '__version__', 'unknown')}"
 
     def __init__(self, model_file: ModelFile, new_context: Callable[[], mslite.Context], threads: int) -> None:
         self._model_file = model_file

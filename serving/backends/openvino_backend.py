@@ -25,7 +25,7 @@ PRECISIONS = ("auto", "f32", "bf16")
 def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, precision: str) -> "OpenVinoBackend":
     """An OpenVINO backend on the CPU with `threads` inference threads at `precision` (auto, f32, bf16)."""
     if device != "cpu":
-        raise BackendError("the OpenVINO backend runs on the CPU only, not --device {}".format(device))
+        raise BackendError(f"the OpenVINO backend runs on the CPU only, not --device {device}")
     core = openvino.Core()
     return OpenVinoBackend(core, model_file, threads,
                            resolve_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
@@ -35,7 +35,7 @@ def resolve_precision(requested: str, capabilities: Sequence[str]) -> str:
     """The precision to compute in: bf16 for auto where the CPU has native bf16, else f32; BackendError for
     bf16 on a CPU without it."""
     if requested not in PRECISIONS:
-        raise BackendError("invalid --precision {!r}: choose one of {}".format(requested, ", ".join(PRECISIONS)))
+        raise BackendError(f"invalid --precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     native_bf16 = "BF16" in capabilities
     if requested == "bf16" and not native_bf16:
         raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: {}; it "
@@ -50,16 +50,16 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, core: openvino.Core, model_file: ModelFile, threads: int, precision: str) -> None:
         if model_file.input_layout != "NCHW":
-            raise BackendError("the ONNX input layout must be NCHW, got {}".format(model_file.input_layout))
+            raise BackendError(f"the ONNX input layout must be NCHW, got {model_file.input_layout}")
         self.precision = precision
-        self.runtime_version = "openvino {} {}".format(openvino.__version__.split("-")[0], precision)
+        self.runtime_version = f"openvino {openvino.__version__.split('-')[0]} {precision}"
         # Pinning is off: --instances runs several workers, and each would pin its threads to the same cores.
         config = {"INFERENCE_NUM_THREADS": max(1, threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": precision, "ENABLE_CPU_PINNING": False}
         try:
             self._compiled = core.compile_model(core.read_model(model_file.path), "CPU", config)
         except RuntimeError as error:
-            raise BackendError("OpenVINO cannot compile {}: {}".format(model_file.path, error)) from None
+            raise BackendError(f"OpenVINO cannot compile {model_file.path}: {error}") from None
         self._request = self._compiled.create_infer_request()
         LOG.info("OpenVINO model %s compiled for the CPU (%s, %d threads)", model_file.path, precision, threads)
 

@@ -17,7 +17,7 @@ from serving.servicers import deadline_of, rpc_method
 
 KSERVE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # Probes of the server as a whole, open without a token like grpc.health.v1 (and /v2/health/* over HTTP).
-OPEN_METHODS = tuple("/{}/{}".format(KSERVE_SERVICE, method) for method in ("ServerLive", "ServerReady"))
+OPEN_METHODS = tuple(f"/{KSERVE_SERVICE}/{method}" for method in ("ServerLive", "ServerReady"))
 # InferTensorContents field of each datatype's typed values.
 CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -87,7 +87,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
 def _infer_request(request: pb.ModelInferRequest) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise InvalidInput("raw_input_contents has {} entries for {} inputs".format(len(raw), len(request.inputs)))
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
     inputs = [_tensor(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
     outputs = [RequestedOutput(output.name, _parameters(output.parameters)) for output in request.outputs]
     return InferRequest(request.model_name, request.model_version, request.id, inputs, outputs)
@@ -97,7 +97,7 @@ def _tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw) -> Tensor:
     shape = list(tensor.shape)
     if raw is not None:
         if tensor.HasField("contents"):
-            raise InvalidInput("input '{}': give raw_input_contents or contents, not both".format(tensor.name))
+            raise InvalidInput(f"input '{tensor.name}': give raw_input_contents or contents, not both")
         return tensors.from_raw(tensor.name, tensor.datatype, shape, raw)
     field = CONTENTS_FIELDS.get(tensor.datatype)
     if field is None:

@@ -76,15 +76,15 @@ class KServeHttp:
         app.router.add_post("/v2/repository/index", self.repository_index)
         for model in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             app.router.add_get(model, self.model_metadata)
-            app.router.add_get(model + "/ready", self.model_ready)
-            app.router.add_post(model + "/infer", self.infer)
-            app.router.add_post(model + "/classify", self.classify)
+            app.router.add_get(f"{model}/ready", self.model_ready)
+            app.router.add_post(f"{model}/infer", self.infer)
+            app.router.add_post(f"{model}/classify", self.classify)
         return app
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
         name = getattr(request.match_info.handler, "operation", "other")
-        with recorded_call(self.metrics, "http." + name) as outcome:
+        with recorded_call(self.metrics, f"http.{name}") as outcome:
             try:
                 self._authorise(request)
                 return await handler(request)
@@ -103,7 +103,7 @@ class KServeHttp:
             except Exception as error:  # a bug: log it, answer 500 without internals
                 outcome.code = "INTERNAL"
                 LOG.exception("HTTP %s failed", name)
-                return error_response(500, "internal error in {}: {}".format(name, type(error).__name__))
+                return error_response(500, f"internal error in {name}: {type(error).__name__}")
 
     def _authorise(self, request: web.Request) -> None:
         if self.tokens is None or request.path in OPEN_PATHS:
@@ -223,13 +223,13 @@ async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        raise OSError("cannot bind HTTP {}:{}: {}".format(host, port, error)) from None
+        raise OSError(f"cannot bind HTTP {host}:{port}: {error}") from None
     return runner, runner.addresses[-1][1]
 
 
 def _describe(error: web.HTTPException) -> str:
     if error.status == 413:  # the words of gRPC's "Received message larger than max"
-        return "request body larger than max (--max-message-mb): {}".format(error.text)
+        return f"request body larger than max (--max-message-mb): {error.text}"
     return error.reason
 
 
@@ -247,7 +247,7 @@ def _timeout_s(request: web.Request) -> Optional[float]:
     except ValueError:
         milliseconds = float("nan")
     if not 0 < milliseconds < float("inf"):
-        raise InvalidInput("{} must be a positive number of milliseconds, got {!r}".format(TIMEOUT_HEADER, value[:32]))
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {value[:32]!r}")
     return milliseconds / 1000.0
 
 
@@ -265,7 +265,7 @@ def _split_body(body: bytes, header_length: Optional[str]) -> Tuple[Dict[str, An
     try:
         document = json.loads(body[:length])
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput("the request body is not valid JSON: {}".format(error)) from None
+        raise InvalidInput(f"the request body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidInput("the request body must be a JSON object")
     return document, body[length:]
@@ -284,8 +284,8 @@ def _infer_request(document: Dict[str, Any], binary: bytes, name: str, version: 
     for index, spec in enumerate(_objects(document, "outputs", required=False)):
         output_name = spec.get("name")
         if not isinstance(output_name, str):
-            raise InvalidInput("output {} has no name".format(index))
-        outputs.append(RequestedOutput(output_name, _parameters(spec, "output '{}'".format(output_name[:64]))))
+            raise InvalidInput(f"output {index} has no name")
+        outputs.append(RequestedOutput(output_name, _parameters(spec, f"output '{output_name[:64]}'")))
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
@@ -296,11 +296,11 @@ def _input(spec: Dict[str, Any], index: int, binary: memoryview) -> Tuple[Tensor
     """One input tensor and how many bytes of the binary data it took."""
     name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
-        raise InvalidInput("input {} needs a string 'name', a string 'datatype' and a list 'shape'".format(index))
-    size = _parameters(spec, "input '{}'".format(name[:64])).get("binary_data_size")
+        raise InvalidInput(f"input {index} needs a string 'name', a string 'datatype' and a list 'shape'")
+    size = _parameters(spec, f"input '{name[:64]}'").get("binary_data_size")
     if size is None:
         if "data" not in spec:
-            raise InvalidInput("input '{}' has neither 'data' nor a binary_data_size parameter".format(name[:64]))
+            raise InvalidInput(f"input '{name[:64]}' has neither 'data' nor a binary_data_size parameter")
         return tensors.from_values(name, datatype, shape, spec["data"]), 0
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(binary):
         raise InvalidInput("input '{}': binary_data_size {!r} exceeds the {} bytes of binary data left".format(
@@ -311,14 +311,14 @@ def _input(spec: Dict[str, Any], index: int, binary: memoryview) -> Tuple[Tensor
 def _objects(document: Dict[str, Any], key: str, required: bool = True) -> List[Dict[str, Any]]:
     value = document.get(key, None if required else [])
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise InvalidInput("'{}' must be a list of objects".format(key))
+        raise InvalidInput(f"'{key}' must be a list of objects")
     return value
 
 
 def _parameters(spec: Dict[str, Any], what: str) -> Dict[str, Any]:
     parameters = spec.get("parameters", {})
     if not isinstance(parameters, dict):
-        raise InvalidInput("the parameters of {} must be an object".format(what))
+        raise InvalidInput(f"the parameters of {what} must be an object")
     return parameters
 
 

@@ -80,7 +80,7 @@ class KServeService:
         while it is not ready."""
         registry = self.dataplane.registry
         if name != registry.name:
-            raise NotFound("unknown model {!r}: this server serves {!r}".format(name[:64], registry.name))
+            raise NotFound(f"unknown model {name[:64]!r}: this server serves {registry.name!r}")
         return registry.get(version)
 
     def repository_index(self) -> List[Dict[str, str]]:
@@ -136,21 +136,19 @@ def _the_input(inputs: Sequence[Tensor]) -> Tensor:
     tensor = inputs[0]
     expected = BYTES if tensor.name == IMAGES else "FP32"
     if tensor.datatype != expected:
-        raise InvalidInput("input '{}' must be {}, got {}".format(tensor.name, expected, tensor.datatype[:16]))
+        raise InvalidInput(f"input '{tensor.name}' must be {expected}, got {tensor.datatype[:16]}")
     if tensor.name == IMAGES and len(tensor.shape) != 1:
-        raise InvalidInput("input '{}' must have shape [N], got {}".format(IMAGES, list(tensor.shape)))
+        raise InvalidInput(f"input '{IMAGES}' must have shape [N], got {list(tensor.shape)}")
     return tensor
 
 
 def _class_count(output: RequestedOutput) -> int:
     """The requested output's classification count (0: the probabilities themselves)."""
     if output.name != PROBABILITIES:
-        raise InvalidInput("unknown output '{}': the model has one output, '{}'".format(
-            output.name[:64], PROBABILITIES))
+        raise InvalidInput(f"unknown output '{output.name[:64]}': the model has one output, '{PROBABILITIES}'")
     count = output.parameters.get(CLASSIFICATION, 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise InvalidInput("output parameter '{}' must be a non-negative integer, got {!r}".format(
-            CLASSIFICATION, count))
+        raise InvalidInput(f"output parameter '{CLASSIFICATION}' must be a non-negative integer, got {count!r}")
     return count
 
 
@@ -165,4 +163,4 @@ def _output(inference: Inference, class_count: int) -> Tensor:
 
 def _classification(prediction: Prediction) -> bytes:
     """Triton's "score:index:label"; the score as the shortest string of its float32 (as genet.v1 sends it)."""
-    return "{}:{}:{}".format(str(np.float32(prediction.score)), prediction.class_id, prediction.label).encode("utf-8")
+    return f"{np.float32(prediction.score)!s}:{prediction.class_id}:{prediction.label}".encode("utf-8")

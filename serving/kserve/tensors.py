@@ -52,17 +52,16 @@ def from_values(name: str, datatype: str, shape: Sequence[int], values: Sequence
     if datatype == BYTES:
         items = _flatten(values)
         if not all(isinstance(item, (bytes, str)) for item in items):
-            raise InvalidInput("input '{}': BYTES elements must be strings".format(name))
+            raise InvalidInput(f"input '{name}': BYTES elements must be strings")
         items = [item.encode("utf-8") if isinstance(item, str) else item for item in items]
         return Tensor(name, datatype, shape, _object_array(items, count, name, shape))
     dtype = _numeric_dtype(name, datatype)
     try:
         array = np.asarray(values, dtype=dtype).reshape(-1)
     except (TypeError, ValueError) as error:
-        raise InvalidInput("input '{}': the values are not a {} tensor: {}".format(name, datatype, error)) from None
+        raise InvalidInput(f"input '{name}': the values are not a {datatype} tensor: {error}") from None
     if array.size != count:
-        raise InvalidInput("input '{}': {} values do not fill shape {} ({} elements)".format(
-            name, array.size, list(shape), count))
+        raise InvalidInput(f"input '{name}': {array.size} values do not fill shape {list(shape)} ({count} elements)")
     return Tensor(name, datatype, shape, array.reshape(shape))
 
 
@@ -83,7 +82,7 @@ def split_bytes(raw: bytes, name: str = "") -> List[bytes]:
     try:
         return kserve_bytes.split_bytes(raw)
     except ValueError as error:
-        raise InvalidInput("input '{}': {}".format(name, error)) from None
+        raise InvalidInput(f"input '{name}': {error}") from None
 
 
 def bytes_tensor(name: str, rows: Sequence[Sequence[bytes]]) -> Tensor:
@@ -97,7 +96,7 @@ def bytes_tensor(name: str, rows: Sequence[Sequence[bytes]]) -> Tensor:
 
 def _checked_shape(name: str, shape: Sequence[int]) -> Tuple[int, ...]:
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidInput("input '{}': shape {} must be non-negative integers".format(name, list(shape)))
+        raise InvalidInput(f"input '{name}': shape {list(shape)} must be non-negative integers")
     return tuple(int(d) for d in shape)
 
 
@@ -109,7 +108,7 @@ def _elements(shape: Tuple[int, ...]) -> int:
 def _numeric_dtype(name: str, datatype: str) -> np.dtype:
     dtype = NUMERIC_DTYPES.get(datatype)
     if dtype is None:
-        raise InvalidInput("input '{}': unknown datatype {!r}".format(name, datatype))
+        raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}")
     return dtype
 
 

@@ -112,14 +112,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         echo(args.classes)
         return
     client = EchoClient(args.python, args.classes, max(4 * int(np.prod(shape)) for shape in SHAPES))
-    print("| batch | MB | " + " | ".join("{} median / p90 ms".format(mode) for mode in MODES) + " |")
-    print("|---|---|" + "---|" * len(MODES))
+    print(f"| batch | MB | {' | '.join((f'{mode} median / p90 ms' for mode in MODES))} |")
+    print(f"|---|---|{'---|' * len(MODES)}")
     try:
         for shape in SHAPES:
             times = measure(client, shape, args.rounds)
-            cells = ["{:.3f} / {:.3f}".format(1000 * np.median(times[m]), 1000 * np.percentile(times[m], 90))
+            cells = [f"{1000 * np.median(times[m]):.3f} / {1000 * np.percentile(times[m], 90):.3f}"
                      for m in MODES]
-            print("| {} | {:.2f} | {} |".format("x".join(map(str, shape)), 4e-6 * np.prod(shape), " | ".join(cells)))
+            print(f"| {'x'.join(map(str, shape))} | {4e-06 * np.prod(shape):.2f} | {' | '.join(cells)} |")
     finally:
         client.close()
 

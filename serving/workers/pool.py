@@ -43,7 +43,7 @@ class WorkerPool:
         self.runtime_version = ""
         self.precision = ""
         self.batch_threads = ThreadPoolExecutor(settings.instances, thread_name_prefix=thread_prefix)
-        self._supervisor = ThreadPoolExecutor(settings.instances, thread_name_prefix=thread_prefix + "-supervisor")
+        self._supervisor = ThreadPoolExecutor(settings.instances, thread_name_prefix=f"{thread_prefix}-supervisor")
         self._model_file = model_file
         self._settings = settings
         self._metrics = metrics
@@ -202,4 +202,4 @@ def _describe_loss(error: WorkerError, timeout_s: float) -> str:
     if isinstance(error, WorkerTimeout):
         return ("inference did not finish within {:g} s (--inference-timeout-s): its worker was killed and is "
                 "being replaced".format(timeout_s))
-    return "the inference worker failed during this batch and is being restarted ({})".format(error)
+    return f"the inference worker failed during this batch and is being restarted ({error})"

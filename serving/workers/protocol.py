@@ -79,13 +79,13 @@ class Channel:
         """Read one message: its header and its tensor (None when it carries none)."""
         header_size, payload_size = PREFIX.unpack(self._read(PREFIX.size, deadline))
         if header_size > MAX_HEADER_BYTES:
-            raise ProtocolError("header of {} bytes announced (at most {})".format(header_size, MAX_HEADER_BYTES))
+            raise ProtocolError(f"header of {header_size} bytes announced (at most {MAX_HEADER_BYTES})")
         try:
             header = json.loads(self._read(header_size, deadline).decode("utf-8"))
         except ValueError as error:
-            raise ProtocolError("malformed header: {}".format(error)) from None
+            raise ProtocolError(f"malformed header: {error}") from None
         if not isinstance(header, dict):
-            raise ProtocolError("the header is not a JSON object: {!r}".format(header))
+            raise ProtocolError(f"the header is not a JSON object: {header!r}")
         if "dtype" not in header and not payload_size:
             return header, None
         tensor = _empty_tensor(header, payload_size)
@@ -154,8 +154,8 @@ def _empty_tensor(header: Header, payload_size: int) -> np.ndarray:
     """An uninitialised array of the header's dtype and shape, checked against the payload size."""
     dtype, shape = header.get("dtype"), header.get("shape")
     if dtype not in DTYPES or not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ProtocolError("payload with bad dtype {!r} or shape {!r}".format(dtype, shape))
+        raise ProtocolError(f"payload with bad dtype {dtype!r} or shape {shape!r}")
     tensor = np.empty(shape, dtype)
     if tensor.nbytes != payload_size:
-        raise ProtocolError("payload of {} bytes for {} {}".format(payload_size, dtype, shape))
+        raise ProtocolError(f"payload of {payload_size} bytes for {dtype} {shape}")
     return tensor

@@ -214,7 +214,7 @@ def remote_error(reply: Header, backend: str) -> Exception:
     """The exception a worker's error reply stands for: its own class where the front knows it."""
     error_class = REMOTE_ERRORS.get(reply.get("error"))
     if error_class is None:
-        return WorkerError("{} in the {} worker: {}".format(reply.get("error"), backend, reply.get("message")))
+        return WorkerError(f"{reply.get('error')} in the {backend} worker: {reply.get('message')}")
     return error_class(reply.get("message"))
 
 
@@ -223,5 +223,5 @@ def describe_exit(returncode: Optional[int]) -> str:
     if returncode is None:
         return "closed its pipe but did not exit"
     if returncode < 0:
-        return "killed by {}".format(signal.Signals(-returncode).name)
-    return "exit code {}".format(returncode)
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"

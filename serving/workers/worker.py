@@ -66,7 +66,7 @@ class Worker:
     def handle(self, op: str, header: Header, tensor: Optional[np.ndarray]) -> Reply:
         """The reply to one request."""
         if op not in self.handlers:
-            raise ValueError("unknown op {!r} (known: {})".format(op, ", ".join(sorted(self.handlers))))
+            raise ValueError(f"unknown op {op!r} (known: {', '.join(sorted(self.handlers))})")
         return self.handlers[op](header, tensor)
 
     def load(self, header: Header, _: Optional[np.ndarray]) -> Reply:
@@ -111,7 +111,7 @@ class Worker:
 
 def _required(tensor: Optional[np.ndarray], op: str) -> np.ndarray:
     if tensor is None:
-        raise ValueError("{} needs a tensor payload".format(op))
+        raise ValueError(f"{op} needs a tensor payload")
     return tensor
 
 

@@ -26,7 +26,7 @@ def images(tmp_path_factory) -> list:
         height, width = 24 + 8 * index, 40 - 2 * index
         ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
         pixels = np.clip(ramp * (index + 1) / 6 + rng.normal(0, 40, (height, width, 3)), 0, 255)
-        path = root / "image{}.{}".format(index, "png" if index % 3 == 2 else "jpg")
+        path = root / f"image{index}.{'png' if index % 3 == 2 else 'jpg'}"
         Image.fromarray(pixels.astype(np.uint8)).save(path)
         paths.append(str(path))
     return paths

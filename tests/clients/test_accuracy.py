@@ -16,7 +16,7 @@ def test_images_filed_under_their_predicted_label_score_100_percent_and_broken_o
         for index, (image, ranked) in enumerate(zip(images, predicted)):
             folder = root / ranked[0].label
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy(image, folder / "{}.jpg".format(index))
+            shutil.copy(image, folder / f"{index}.jpg")
         (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")
         (folder / "notes.txt").write_text("not an image: not counted")
         accuracy = measure_accuracy(client, root, labels, images_per_request=3, concurrency=2)

@@ -26,7 +26,7 @@ def labelled_folder(tmp_path, images, labels):
         (root / label).mkdir(parents=True)
         for image_index in range(2):
             source = images[2 * class_index + image_index]
-            (root / label / "img{}.jpg".format(image_index)).write_bytes(open(source, "rb").read())
+            (root / label / f"img{image_index}.jpg").write_bytes(open(source, "rb").read())
     (root / labels[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     return root
 
@@ -95,7 +95,7 @@ def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tm
 
 
 def test_unreachable_target_fails_with_one_message(free_port, images, tmp_path, capsys):
-    status = main(["--target", "127.0.0.1:{}".format(free_port), "--retries", "0", "--images", images[0],
+    status = main(["--target", f"127.0.0.1:{free_port}", "--retries", "0", "--images", images[0],
                    "--out", str(tmp_path)])
     assert status == 1
     assert "UNAVAILABLE" in capsys.readouterr().err

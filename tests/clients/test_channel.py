@@ -29,11 +29,11 @@ def pki(tmp_path_factory):
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
              "-keyout", "ca.key", "-out", "ca.pem", cwd=root)
     for name, extensions in (("server", "subjectAltName=DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + name, "-keyout", name + ".key",
-                 "-out", name + ".csr", cwd=root)
-        (root / (name + ".ext")).write_text(extensions + "\n")
-        _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem", cwd=root)
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=root)
+        (root / (f"{name}.ext")).write_text(f"{extensions}\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=root)
     return root
 
 
@@ -47,7 +47,7 @@ def mtls_target(pki):
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
-    yield "127.0.0.1:{}".format(port)
+    yield f"127.0.0.1:{port}"
     server.stop(None)
 
 

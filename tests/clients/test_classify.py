@@ -12,15 +12,15 @@ def test_table_shows_every_image_with_its_ranked_labels(server, images, capsys):
     expected = json.loads(capsys.readouterr().out)
     assert main(["--target", server.address, "--top-k", "2", *images[:2]]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "model {} version {}".format(expected["model_name"], expected["model_version"])
+    assert lines[0] == f"model {expected['model_name']} version {expected['model_version']}"
     assert lines[1].split() == ["image", "rank", "class_id", "label", "score"]
     rows = [line.split() for line in lines[2:]]
     assert len(rows) == 4
     for image_index, entry in enumerate(expected["results"]):
         first, second = rows[2 * image_index], rows[2 * image_index + 1]
         top1, top2 = entry["predictions"]
-        assert first == [entry["image"], "1", str(top1["class_id"]), top1["label"], "{:.4f}".format(top1["score"])]
-        assert second == ["2", str(top2["class_id"]), top2["label"], "{:.4f}".format(top2["score"])]
+        assert first == [entry["image"], "1", str(top1["class_id"]), top1["label"], f"{top1['score']:.4f}"]
+        assert second == ["2", str(top2["class_id"]), top2["label"], f"{top2['score']:.4f}"]
 
 
 def test_json_output_keeps_request_order_across_requests(server, images, capsys):
@@ -34,11 +34,11 @@ def test_json_output_keeps_request_order_across_requests(server, images, capsys)
 
 
 def test_unreachable_server_is_one_error_line_and_exit_1(free_port, images, capsys):
-    assert main(["--target", "127.0.0.1:{}".format(free_port), "--retries", "1", images[0]]) == 1
+    assert main(["--target", f"127.0.0.1:{free_port}", "--retries", "1", images[0]]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.splitlines()) == 1
-    assert captured.err.startswith("error: 127.0.0.1:{}: UNAVAILABLE".format(free_port))
+    assert captured.err.startswith(f"error: 127.0.0.1:{free_port}: UNAVAILABLE")
 
 
 def test_bad_image_names_the_file_and_exits_1(server, tmp_path, capsys):
@@ -68,6 +68,6 @@ def test_wait_ready_returns_once_the_server_is_serving(server, images, capsys):
 
 
 def test_wait_ready_gives_up_with_one_error_line(free_port, images, capsys):
-    assert main(["--target", "127.0.0.1:{}".format(free_port), "--wait-ready", "1.5", images[0]]) == 1
+    assert main(["--target", f"127.0.0.1:{free_port}", "--wait-ready", "1.5", images[0]]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "not SERVING after 2 s" in err and "DEADLINE_EXCEEDED" in err

@@ -22,8 +22,8 @@ TOKEN = "cli-token-5e21"
 def token_files(tmp_path_factory):
     """Token files: the server's, the right one, a wrong one and one holding two tokens."""
     root = tmp_path_factory.mktemp("tokens")
-    contents = {"server": "# tokens\n{}\n".format(TOKEN), "right": TOKEN + "\n", "wrong": "guess\n",
-                "two": "{}\nother\n".format(TOKEN)}
+    contents = {"server": f"# tokens\n{TOKEN}\n", "right": f"{TOKEN}\n", "wrong": "guess\n",
+                "two": f"{TOKEN}\nother\n"}
     for name, text in contents.items():
         (root / name).write_text(text)
     return {name: str(root / name) for name in contents}

@@ -47,7 +47,7 @@ def test_deadline_exceeded_raises_and_is_not_retried(server, images):
 
 def test_unavailable_is_retried_until_attempts_run_out(free_port):
     counter = CountingInterceptor()
-    target = "127.0.0.1:{}".format(free_port)
+    target = f"127.0.0.1:{free_port}"
     with ClassifierClient(target, retry=FAST_RETRY, interceptors=[counter], timeout_s=20) as client:
         with pytest.raises(ClientError) as caught:
             client.model_info()
@@ -83,7 +83,7 @@ def test_round_robin_spreads_calls_over_two_servers(server, second_server, image
             client.classify(images[:1])
     served = [s.metric("genet_requests_total", method="Classify", code="OK") - b for s, b in zip(servers, before)]
     assert sum(served) == 20
-    assert min(served) > 0, "round_robin sent every call to one server: {}".format(served)
+    assert min(served) > 0, f"round_robin sent every call to one server: {served}"
 
 
 def test_join_targets_keeps_one_target_and_resolves_several():

@@ -26,13 +26,13 @@ def node_client(tmp_path_factory):
         pytest.skip("Node.js and npm are not installed")
     unreachable = registry_unreachable()
     if unreachable:
-        pytest.skip("the npm registry cannot be reached: " + unreachable)
+        pytest.skip(f"the npm registry cannot be reached: {unreachable}")
     workdir = tmp_path_factory.mktemp("nodejs")
     for name in ("package.json", "classify.js"):
         shutil.copy(str(NODE_CLIENT / name), str(workdir))
     completed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=str(workdir),
                                capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, "npm install failed although the registry answers:\n" + completed.stderr[-3000:]
+    assert completed.returncode == 0, f"npm install failed although the registry answers:\n{completed.stderr[-3000:]}"
     return workdir / "classify.js"
 
 

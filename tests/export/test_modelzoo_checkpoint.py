@@ -137,7 +137,7 @@ def _modelzoo_entries(network, steps=625 * 150):
     params = network.parameters_dict()
     weights = [{"name": modelzoo_name(name), "data": ms.Tensor(param.asnumpy())}
                for name, param in params.items()]
-    moments = [{"name": "moments." + modelzoo_name(name),
+    moments = [{"name": f"moments.{modelzoo_name(name)}",
                 "data": ms.Tensor(np.full(param.shape, 0.01, np.float32))}
                for name, param in params.items() if param.requires_grad]
     learning_rate = np.linspace(0.8, 0, steps, dtype=np.float32)

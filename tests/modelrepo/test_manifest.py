@@ -23,7 +23,7 @@ def test_what_is_written_is_read_back(version_copy):
     assert list(written)[:7] == ["schema_version", "name", "version", "created_utc", "model", "labels_file",
                                  "labels_sha256"]
     assert (version_copy / "manifest.sha256").read_text() \
-        == hashlib.sha256((version_copy / "manifest.json").read_bytes()).hexdigest() + "  manifest.json\n"
+        == f"{hashlib.sha256((version_copy / 'manifest.json').read_bytes()).hexdigest()}  manifest.json\n"
 
 
 def test_a_file_the_manifest_does_not_list_or_that_is_missing_is_refused(version_copy):

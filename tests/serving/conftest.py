@@ -22,7 +22,7 @@ BACKENDS = ("mindspore", "mslite", "openvino")
 @pytest.fixture(scope="session")
 def version_dir(model_repository) -> Path:
     """The exported version directory."""
-    (manifest,) = model_repository.glob("{}/*/manifest.json".format(MODEL_NAME))
+    (manifest,) = model_repository.glob(f"{MODEL_NAME}/*/manifest.json")
     return manifest.parent
 
 
@@ -41,14 +41,14 @@ def fmnist_images() -> Dict[str, bytes]:
     """Two Fashion-MNIST validation JPEGs per class (data/fmnist), else 20 synthetic 28x28 grey JPEGs."""
     classes = sorted((DATA / "fmnist" / "val").glob("*"))
     if classes:
-        return {"{}/{}".format(c.name, p.name): p.read_bytes() for c in classes for p in sorted(c.glob("*"))[:2]}
+        return {f"{c.name}/{p.name}": p.read_bytes() for c in classes for p in sorted(c.glob("*"))[:2]}
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:28, :28]
     images = {}
     for index in range(20):
         centre, radius = rng.uniform(8, 20, 2), rng.uniform(3, 9, 2)
         blob = 255 * np.exp(-(((yy - centre[0]) / radius[0]) ** 2 + ((xx - centre[1]) / radius[1]) ** 2))
-        images["synthetic{}".format(index)] = _jpeg(np.clip(blob + rng.normal(0, 20, blob.shape), 0, 255))
+        images[f"synthetic{index}"] = _jpeg(np.clip(blob + rng.normal(0, 20, blob.shape), 0, 255))
     return images
 
 
@@ -61,7 +61,7 @@ def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
 def start_server(backend: str, model_repository: Path, log_dir: Path, extra_args: List[str] = ()) -> ServerProcess:
     """A started server process (the front in .venv; the backend in its worker: Lite in .venv-lite), SERVING."""
     args = ["--model-repository", str(model_repository), "--backend", backend, *SERVER_ARGS, *extra_args]
-    log_path = log_dir / "server-{}.log".format(len(list(log_dir.glob("server-*.log"))))
+    log_path = log_dir / f"server-{len(list(log_dir.glob('server-*.log')))}.log"
     return ServerProcess(args, log_path, startup_timeout_s=180).start()
 
 
@@ -106,7 +106,7 @@ def start_lite_server(model_repository, tmp_path):
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request):
     """The core suite runs against each backend's shared server."""
-    return request.getfixturevalue(request.param + "_server")
+    return request.getfixturevalue(f"{request.param}_server")
 
 
 @pytest.fixture

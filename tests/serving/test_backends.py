@@ -54,5 +54,5 @@ def test_logits_do_not_depend_on_the_batch_sizes_run_before(backend, threads, ve
         for run in ("exact", "padded"):
             errors = np.abs(logits[run] - logits["alone"]).max(axis=1)
             steps = np.split(errors, np.cumsum(SIZES)[:-1])
-            worst = ", ".join("batch of {}: {:.2g}".format(size, step.max()) for size, step in zip(SIZES, steps))
-            assert errors.max() <= TOLERANCE[backend], "{} sizes, max logit error vs batch 1: {}".format(run, worst)
+            worst = ", ".join(f"batch of {size}: {step.max():.2g}" for size, step in zip(SIZES, steps))
+            assert errors.max() <= TOLERANCE[backend], f"{run} sizes, max logit error vs batch 1: {worst}"

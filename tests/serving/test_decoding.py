@@ -106,7 +106,7 @@ def test_refused_formats_never_reach_their_pillow_plugin(python, folders):
     for phase in ("fresh", "after_init"):
         messages = result[phase]
         for name, fmt in (("image.webp", "WebP"), ("image.gif", "GIF"), ("image.tga", "TGA"), ("image.ico", "ICO")):
-            assert messages[name] == "INVALID_ARGUMENT: {} images are not supported: {}".format(fmt, ACCEPTED)
+            assert messages[name] == f"INVALID_ARGUMENT: {fmt} images are not supported: {ACCEPTED}"
         for name in ("footerless.tga", "text.txt"):
             assert messages[name].startswith("INVALID_ARGUMENT: not an image in an accepted format")
     assert result["accepted"] == {path.name: [2, 3, 3] if path.name == "plain.pbm" else [20, 30, 3]

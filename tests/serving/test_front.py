@@ -46,7 +46,7 @@ def workers(server):
 
 def loads_a_runtime(pid: int) -> bool:
     """Whether a MindSpore, MindSpore Lite or OpenVINO library is mapped into process `pid`."""
-    with open("/proc/{}/maps".format(pid)) as maps:
+    with open(f"/proc/{pid}/maps") as maps:
         return any(library in maps.read() for library in RUNTIME_LIBRARIES)
 
 
@@ -95,7 +95,7 @@ def test_two_instances_compute_batches_at_once_with_unchanged_results(two_instan
                                                                       fmnist_images):
     assert len(workers(two_instance_server)) == 2
     images = list(fmnist_images.values())[:16]  # two full batches of 8, queued at once
-    alone, batches = (two_instance_server.metric("genet_batches_in_flight_" + sample, **labels)
+    alone, batches = (two_instance_server.metric(f"genet_batches_in_flight_{sample}", **labels)
                       for sample, labels in (("bucket", {"le": "1.0"}), ("count", {})))
     response = classify(two_instance_server.address, images, top_k=10)
     # The first batch started alone, the second beside it.

@@ -75,7 +75,7 @@ def kserve_stub(server):
 
 
 def infer_url(server, version=""):
-    return "{}/v2/models/{}{}/infer".format(server.http_url, MODEL_NAME, "/versions/" + version if version else "")
+    return f"{server.http_url}/v2/models/{MODEL_NAME}{'/versions/' + version if version else ''}/infer"
 
 
 def pixels_json(pixels, name="pixels", datatype="FP32"):
@@ -88,7 +88,7 @@ def pixels_json(pixels, name="pixels", datatype="FP32"):
 def test_tritonclient_grpc_and_http_give_genet_v1_results(server, images, pixels, genet_scores, tmp_path, version_dir):
     paths = []
     for index, image in enumerate(images):
-        paths.append(tmp_path / "image{}".format(index))
+        paths.append(tmp_path / f"image{index}")
         paths[-1].write_bytes(image)
     np.save(str(tmp_path / "pixels.npy"), pixels)
     completed = subprocess.run([str(TRITON_PYTHON), "tests/serving/triton_check.py", server.address,
@@ -188,9 +188,9 @@ def test_http_health_metadata_and_classify_route(server, images, genet_scores):
     _, ranking = genet_scores
     assert requests.get(server.http_url + "/v2/health/live", timeout=10).status_code == 200
     assert requests.get(server.http_url + "/v2/health/ready", timeout=10).status_code == 200
-    assert requests.get(server.http_url + "/v2/models/{}/ready".format(MODEL_NAME), timeout=10).status_code == 200
+    assert requests.get(server.http_url + f"/v2/models/{MODEL_NAME}/ready", timeout=10).status_code == 200
     assert "classification" in requests.get(server.http_url + "/v2", timeout=10).json()["extensions"]
-    response = requests.post(server.http_url + "/v2/models/{}/classify?top_k=3".format(MODEL_NAME), data=images[0],
+    response = requests.post(server.http_url + f"/v2/models/{MODEL_NAME}/classify?top_k=3", data=images[0],
                              timeout=60)
     assert response.status_code == 200, response.text
     assert [(p["class_id"], p["label"]) for p in response.json()["predictions"]] == ranking[0][:3]
@@ -230,7 +230,7 @@ def bad_requests(pixels):
 
 def test_http_errors_have_their_status_and_json_body_and_the_server_keeps_serving(server, pixels):
     for what, path, body, headers, status, words in bad_requests(pixels):
-        url = "{}/v2/models/{}/{}".format(server.http_url, MODEL_NAME, path)
+        url = f"{server.http_url}/v2/models/{MODEL_NAME}/{path}"
         data = body if isinstance(body, bytes) else json.dumps(body).encode()  # NaN as JSON's NaN literal
         response = requests.post(url, data=data, headers=headers, timeout=60)
         assert response.status_code == status, (what, response.text)
@@ -343,8 +343,8 @@ def test_benchmark_measures_the_three_protocols_side_by_side(server, images, tmp
     from clients.benchmark.cli import main
     paths = []
     for index, image in enumerate(images[:2]):
-        paths.append(str(tmp_path / "image{}.jpg".format(index)))
-        (tmp_path / "image{}.jpg".format(index)).write_bytes(image)
+        paths.append(str(tmp_path / f"image{index}.jpg"))
+        (tmp_path / f"image{index}.jpg").write_bytes(image)
     status = main(["--target", server.address, "--http-target", server.http_url, "--label", "s",
                    "--protocol", "genet,kserve-grpc,kserve-http", "--concurrency", "2", "--warmup", "0.2",
                    "--duration", "1", "--images", *paths, "--no-offline", "--out", str(tmp_path / "out")])
@@ -392,7 +392,7 @@ def test_https_with_the_grpc_certificates_and_client_ca(pki, model_repository, t
                               "--tls-client-ca", str(pki.ca), "--http-port", "0")
     try:
         assert server.http_url.startswith("https://")
-        ready = server.http_url + "/v2/models/{}/ready".format(MODEL_NAME)
+        ready = server.http_url + f"/v2/models/{MODEL_NAME}/ready"
         client = (str(pki.client_cert), str(pki.client_key))
         assert requests.get(ready, verify=str(pki.ca), cert=client, timeout=10).status_code == 200
         with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: refused after the handshake

@@ -31,7 +31,7 @@ def test_an_f32_worker_matches_onnx_runtime_at_every_batch_size_within_the_expor
     try:
         worker.warm_up(images[0], MAX_BATCH_SIZE)
         assert worker.run_sizes == (1, 2, 4) and worker.precision == "f32"
-        assert worker.runtime_version == "openvino {} f32".format(openvino.__version__.split("-")[0])
+        assert worker.runtime_version == f"openvino {openvino.__version__.split('-')[0]} f32"
         served = np.concatenate([worker.predict(images[start:stop]) for start, stop in ((0, 1), (1, 4), (4, 7))])
     finally:
         worker.close()
@@ -58,5 +58,5 @@ def test_the_server_says_which_precision_it_serves(openvino_server):
     precision = "bf16" if NATIVE_BF16 else "f32"
     with ClassifierClient(openvino_server.address) as client:
         info = client.model_info()
-    assert info.backend == "openvino" and info.runtime_version.endswith(" " + precision)
+    assert info.backend == "openvino" and info.runtime_version.endswith(f" {precision}")
     assert openvino_server.metric("genet_inference_precision", version=info.version, precision=precision) == 1

@@ -115,7 +115,7 @@ def test_a_stop_signal_finishes_every_request_in_flight_then_exits_0(start_lite_
         assert server.process.wait(60) == 0  # well within the grace period: open Watch streams end
         watcher.join(10)
     assert statuses[0] == SERVING and NOT_SERVING in statuses
-    assert "received {}".format(signum.name) in server.log()
+    assert f"received {signum.name}" in server.log()
 
 
 def _until_error(stream):
@@ -140,10 +140,10 @@ def run_cli(*args, python=sys.executable):
 @pytest.mark.parametrize("device, node", [("gpu", "/dev/nvidia0"), ("ascend", "/dev/davinci0")])
 def test_a_missing_accelerator_fails_at_start_with_a_clear_message(model_repository, device, node):
     if os.path.exists(node):
-        pytest.skip("this machine has a {} device".format(device))
+        pytest.skip(f"this machine has a {device} device")
     completed = run_cli("--model-repository", str(model_repository), "--device", device, "--port", "0")
     assert completed.returncode == 2
-    assert "--device {} --device-id 0 requested, but {} does not exist".format(device, node) in completed.stderr
+    assert f"--device {device} --device-id 0 requested, but {node} does not exist" in completed.stderr
 
 
 def test_a_repository_with_several_models_needs_a_model_name(model_repository, version_dir, tmp_path):

@@ -25,21 +25,21 @@ from training.presets import EvalPreset
 
 ONE_LEVEL = 1 / 57.12  # one 8-bit step after normalisation by the smallest std: 0.0175
 MAX_PIXELS = 40_000_000
-LITE_SCRIPT = """
+LITE_SCRIPT = f"""
 import sys, numpy as np
 from modelrepo.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from serving.decoding import decode_rgb
 manifest = read_manifest(sys.argv[1])
-preprocess = Preprocessor(manifest.preprocessing, {max_pixels})
+preprocess = Preprocessor(manifest.preprocessing, {MAX_PIXELS})
 images = np.load(sys.argv[2])
 out = {{}}
 for name in images.files:
     data = images[name].tobytes()
     out["tensor/" + name] = preprocess(data)
-    out["decoded/" + name] = decode_rgb(data, {max_pixels})
+    out["decoded/" + name] = decode_rgb(data, {MAX_PIXELS})
 np.savez(sys.argv[3], **out)
-""".format(max_pixels=MAX_PIXELS)
+"""
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:
@@ -100,7 +100,7 @@ def test_server_tensors_equal_the_training_eval_pipeline(request, image_set, pre
     preprocess = Preprocessor(read_manifest(str(version_dir)).preprocessing, MAX_PIXELS)
     for name, data in request.getfixturevalue(image_set).items():
         expected = preset(data)
-        here, lite = preprocess(data), lite_env_outputs["tensor/" + name]
+        here, lite = preprocess(data), lite_env_outputs[f"tensor/{name}"]
         assert here.shape == lite.shape == expected.shape == (3, preset.crop_size, preset.crop_size)
         assert here.dtype == lite.dtype == np.float32
         assert np.abs(here - expected).max() <= ONE_LEVEL, name
@@ -112,7 +112,7 @@ def test_every_pixel_format_decodes_exactly_like_mindspore_decode(mode_images, l
     for name, data in mode_images.items():
         expected = decode(np.frombuffer(data, np.uint8))
         np.testing.assert_array_equal(decode_rgb(data, MAX_PIXELS), expected, err_msg=name)
-        np.testing.assert_array_equal(lite_env_outputs["decoded/" + name], expected, err_msg=name)
+        np.testing.assert_array_equal(lite_env_outputs[f"decoded/{name}"], expected, err_msg=name)
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 300), (300, 1), (33, 37), (37, 33), (451, 300), (97, 640)])

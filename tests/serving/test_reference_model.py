@@ -70,8 +70,7 @@ def served_probabilities(server: ServerProcess, images, num_classes: int) -> tup
     with ClassifierClient(server.address) as client:
         result = client.classify(images, top_k=num_classes, timeout_s=300)
     after = server.metric("genet_batch_size_count"), server.metric("genet_batch_size_sum")
-    assert (after[0] - before[0], after[1] - before[1]) == (1, len(images)), "not one batch of {}".format(
-        len(images))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, len(images)), f"not one batch of {len(images)}"
     probabilities = np.zeros((len(images), num_classes), np.float32)
     for row, predictions in zip(probabilities, result.predictions):
         for prediction in predictions:
@@ -87,7 +86,7 @@ def check_ladder(server, ladder_photos, expected: np.ndarray, version: str) -> N
         reference = expected[:size]
         logits_range = reference.max(axis=1) - reference.min(axis=1)
         error = (np.abs(np.log(probabilities) - reference).max(axis=1) / logits_range).max()
-        assert error <= TOLERANCE, "batch of {}: log-probabilities {:.3g} of their range apart".format(size, error)
+        assert error <= TOLERANCE, f"batch of {size}: log-probabilities {error:.3g} of their range apart"
         assert (probabilities.argmax(axis=1) == reference.argmax(axis=1)).all()
 
 
@@ -126,4 +125,4 @@ def test_after_a_hot_reload_the_new_version_matches_onnx_and_the_old_one_is_free
         check_ladder(server, ladder_photos, onnx_log_probabilities, "2")
         wait_until(lambda: not old_worker.is_running(), what="version 1's worker to exit")
         grown_mib = resident_mib(server) - resident
-        assert grown_mib < FREED_MIB, "front and workers grew {:.0f} MiB over a reload".format(grown_mib)
+        assert grown_mib < FREED_MIB, f"front and workers grew {grown_mib:.0f} MiB over a reload"

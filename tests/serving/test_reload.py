@@ -30,7 +30,7 @@ SERVED_FILE = "model.ms"  # the Lite backend's file
 def publish(model_dir: Path, source: Path, version: int, corruption: str = "") -> Path:
     """Publish a copy of `source` as `version`; corruption "tamper" flips a byte of the served file
     after its sha256 was recorded, "garbage" replaces it by random bytes with a matching sha256."""
-    staging = model_dir / ".staging-{}".format(version)
+    staging = model_dir / f".staging-{version}"
     shutil.copytree(str(source), str(staging))
     for path in staging.iterdir():
         path.chmod(0o644)  # export publishes read-only files
@@ -66,7 +66,7 @@ def start_server(repository, tmp_path):
     def start(*extra_args):
         args = ["--model-repository", str(repository.parent), "--backend", "mslite", "--threads", "1",
                 "--max-batch-size", "4", "--max-queue-delay-ms", "5", *extra_args]
-        log_path = tmp_path / "logs" / "server-{}.log".format(len(started))
+        log_path = tmp_path / "logs" / f"server-{len(started)}.log"
         started.append(ServerProcess(args, log_path, startup_timeout_s=180).start())
         return started[-1]
 
@@ -93,7 +93,7 @@ class RequestLoop:
                 try:
                     seen.append(stub.Classify(self._request, timeout=30).model_version)
                 except grpc.RpcError as error:
-                    self.failures.append("{}: {}".format(error.code().name, error.details()))
+                    self.failures.append(f"{error.code().name}: {error.details()}")
 
     def wait_until_every_thread_saw(self, version: str, timeout_s: float = 60) -> None:
         """Block until every thread got an answer from `version`."""
@@ -114,7 +114,7 @@ def wait_for(condition, timeout_s: float = 60) -> None:
     """Poll `condition` until it holds; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in {} s".format(timeout_s)
+        assert time.monotonic() < deadline, f"condition not reached in {timeout_s} s"
         time.sleep(0.05)
 
 

@@ -85,7 +85,7 @@ def old_rule_mismatches(mindspore_shapes) -> Dict[int, List[Tuple[int, int]]]:
 def mismatch_images(old_rule_mismatches) -> Dict[str, bytes]:
     """A random-content PNG of every mismatching shape, named image/<resize>/<crop>/<h>x<w>."""
     rng = np.random.default_rng(0)
-    return {"image/{}/{}/{}x{}".format(size, PRESETS[size].crop_size, h, w):
+    return {f"image/{size}/{PRESETS[size].crop_size}/{h}x{w}":
             cv2.imencode(".png", rng.integers(0, 256, (h, w, 3), np.uint8))[1].tobytes()
             for size, shapes in old_rule_mismatches.items() for h, w in shapes}
 
@@ -119,7 +119,7 @@ def _assert_equal_to_mindspore(rule: np.ndarray, mindspore: np.ndarray) -> None:
 @pytest.mark.parametrize("size", sorted(PRESETS))
 def test_the_rule_gives_mindspore_resize_shape_for_every_image_up_to_600(size, mindspore_shapes, lite_outputs):
     _assert_equal_to_mindspore(_serving_shapes(size), mindspore_shapes[size])
-    _assert_equal_to_mindspore(lite_outputs["rule/{}".format(size)], mindspore_shapes[size])
+    _assert_equal_to_mindspore(lite_outputs[f"rule/{size}"], mindspore_shapes[size])
 
 
 @pytest.mark.parametrize("height, width, size, expected", [(23, 28, 46, (46, 55)), (28, 23, 46, (55, 46)),
@@ -142,4 +142,4 @@ def test_tensors_equal_the_eval_preset_where_the_old_rule_was_wrong(mismatch_ima
         spec = Preprocessing(preset.resize_size, preset.crop_size, preset.mean, preset.std)
         expected = preset(data)
         np.testing.assert_array_equal(Preprocessor(spec, 10 ** 8)(data), expected, err_msg=name)
-        np.testing.assert_array_equal(lite_outputs["tensor/" + name], expected, err_msg=name)
+        np.testing.assert_array_equal(lite_outputs[f"tensor/{name}"], expected, err_msg=name)

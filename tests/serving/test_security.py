@@ -61,11 +61,11 @@ def tls_token_server(pki, token_file, model_repository, tmp_path_factory):
 def test_tokens_are_checked_and_health_and_reflection_stay_open(tls_token_server, pki):
     address, tls = tls_token_server.address, client_credentials(pki)
     assert info_code(address, tls) == grpc.StatusCode.UNAUTHENTICATED
-    assert info_code(address, tls, "Basic " + TOKENS[0]) == grpc.StatusCode.UNAUTHENTICATED
-    assert info_code(address, tls, "Bearer not-" + TOKENS[0]) == grpc.StatusCode.PERMISSION_DENIED
-    assert info_code(address, tls, "Bearer " + TOKENS[0][:-1]) == grpc.StatusCode.PERMISSION_DENIED
+    assert info_code(address, tls, f"Basic {TOKENS[0]}") == grpc.StatusCode.UNAUTHENTICATED
+    assert info_code(address, tls, f"Bearer not-{TOKENS[0]}") == grpc.StatusCode.PERMISSION_DENIED
+    assert info_code(address, tls, f"Bearer {TOKENS[0][:-1]}") == grpc.StatusCode.PERMISSION_DENIED
     for token in TOKENS:
-        assert info_code(address, tls, "Bearer " + token) == grpc.StatusCode.OK
+        assert info_code(address, tls, f"Bearer {token}") == grpc.StatusCode.OK
     assert health_status(address, tls) == health_pb2.HealthCheckResponse.SERVING
     assert health_status(address, tls, service="") == health_pb2.HealthCheckResponse.SERVING
     with channel(address, tls) as open_channel:
@@ -78,7 +78,7 @@ def test_tokens_are_checked_and_health_and_reflection_stay_open(tls_token_server
 
 
 def test_a_tls_server_refuses_plaintext_and_untrusted_certificates(tls_token_server, pki):
-    assert info_code(tls_token_server.address, None, "Bearer " + TOKENS[0]) == grpc.StatusCode.UNAVAILABLE
+    assert info_code(tls_token_server.address, None, f"Bearer {TOKENS[0]}") == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(grpc.RpcError) as caught:
         health_status(tls_token_server.address, grpc.ssl_channel_credentials(pki.rogue_ca.read_bytes()))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -86,7 +86,7 @@ def predict_batches(backend, images: np.ndarray) -> list:
 def gone(pid: int) -> bool:
     """Whether `pid` has exited (a zombie nobody reaped counts as exited)."""
     try:
-        with open("/proc/{}/stat".format(pid)) as handle:
+        with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
@@ -103,7 +103,7 @@ def test_lite_worker_logits_equal_the_in_process_lite_backend(lite_worker, versi
     assert lite_worker.run_sizes == (1, 2, 4) and lite_worker.runtime_version.startswith("mindspore_lite")
     with np.load(str(out)) as expected:
         for index, logits in enumerate(predict_batches(lite_worker, images)):
-            np.testing.assert_array_equal(logits, expected["arr_{}".format(index)])
+            np.testing.assert_array_equal(logits, expected[f"arr_{index}"])
 
 
 def test_mindspore_worker_agrees_with_the_lite_worker(lite_worker, manifest, images):
@@ -198,7 +198,7 @@ def test_no_worker_outlives_its_front(front_signal, hung, version_dir, tmp_path)
         survived = not gone(worker_pid)
         if survived:
             os.kill(worker_pid, signal.SIGKILL)
-        assert not survived, "worker {} outlived its front".format(worker_pid)
+        assert not survived, f"worker {worker_pid} outlived its front"
     finally:
         front.kill()
         front.wait()

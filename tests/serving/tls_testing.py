@@ -46,8 +46,8 @@ def make_pki(root: Path) -> Pki:
     """Create the CA, server and client certificates under `root` (EC P-256, valid for two days)."""
     root.mkdir(parents=True, exist_ok=True)
     for ca in ("ca", "rogue-ca"):
-        _openssl(root, "req", "-x509", *EC_KEY, "-days", "2", "-subj", "/CN=" + ca, "-keyout", ca + ".key",
-                 "-out", ca + ".pem")
+        _openssl(root, "req", "-x509", *EC_KEY, "-days", "2", "-subj", f"/CN={ca}", "-keyout", f"{ca}.key",
+                 "-out", f"{ca}.pem")
     _issue(root, "server", "ca", SERVER_EXTENSIONS)
     _issue(root, "client", "ca", CLIENT_EXTENSIONS)
     _issue(root, "rogue-client", "rogue-ca", CLIENT_EXTENSIONS)
@@ -57,10 +57,10 @@ def make_pki(root: Path) -> Pki:
 
 
 def _issue(root: Path, name: str, ca: str, extensions: str) -> None:
-    _openssl(root, "req", *EC_KEY, "-subj", "/CN=" + name, "-keyout", name + ".key", "-out", name + ".csr")
-    (root / (name + ".ext")).write_text(extensions)
-    _openssl(root, "x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-             "-CAcreateserial", "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem")
+    _openssl(root, "req", *EC_KEY, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+    (root / (f"{name}.ext")).write_text(extensions)
+    _openssl(root, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
 
 
 def _openssl(root: Path, *args: str) -> None:

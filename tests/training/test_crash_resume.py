@@ -37,7 +37,7 @@ def test_the_kill_landed_inside_the_epoch_and_left_only_complete_checkpoints(cra
 def test_every_checkpoint_is_complete_and_the_final_one_holds_the_last_step(crashed_and_resumed):
     _, run = crashed_and_resumed
     for epoch in range(1, EPOCHS + 1):
-        params = ms.load_checkpoint(str(run.run_dir / "epoch_{:04d}.ckpt".format(epoch)))
+        params = ms.load_checkpoint(str(run.run_dir / f"epoch_{epoch:04d}.ckpt"))
         assert int(params["epoch_num"].asnumpy()) == epoch
         assert int(params["step_num"].asnumpy()) == epoch * run.steps_per_epoch
     final = ms.load_checkpoint(str(run.run_dir / "final.ckpt"))

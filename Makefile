@@ -29,7 +29,7 @@ METRICS_PORT ?= 8501
 HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench bench-reference demo stress test clean
+.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench bench-reference demo stress test test-all clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -124,3 +124,6 @@ clean: ## remove environments, generated stubs and build outputs (not data, runs
 
 test: setup $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)
+
+test-all: setup $(VENV_TRITON)/.installed browser ## the test suite plus the slow checks (theta and theta-minus reference exports, ~4 min more)
+	$(PY) -m pytest tests -m "slow or not slow" $(ARGS)

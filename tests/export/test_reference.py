@@ -32,6 +32,7 @@ def test_reference_theta_plus_is_verified_in_every_cpu_format(reference_reposito
     assert_verified_reference(reference_repository, "theta_plus")
 
 
+@pytest.mark.slow  # about 2 min each; theta-plus (above) runs in every suite
 @pytest.mark.parametrize("variant", ["theta", "theta_minus"])
 def test_reference_variant_is_verified_in_every_cpu_format(variant, tmp_path):
     repository = export_random(tmp_path, f"training/configs/{variant}.yaml", "--calibrate-bn",

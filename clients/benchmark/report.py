@@ -157,7 +157,7 @@ def _legend(servers: List[str], colour: Dict[str, str], with_offline: bool) -> l
 def _cell(value, digits: int = 1) -> str:
     if value is None:
         return "-"
-    return f"{value:.{{}}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def format_summary(report: dict) -> str:

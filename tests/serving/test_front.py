@@ -46,8 +46,9 @@ def workers(server):
 
 def loads_a_runtime(pid: int) -> bool:
     """Whether a MindSpore, MindSpore Lite or OpenVINO library is mapped into process `pid`."""
-    with open(f"/proc/{pid}/maps") as maps:
-        return any(library in maps.read() for library in RUNTIME_LIBRARIES)
+    with open(f"/proc/{pid}/maps") as handle:
+        maps = handle.read()
+    return any(library in maps for library in RUNTIME_LIBRARIES)
 
 
 def classify(address: str, images, **fields):

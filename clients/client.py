@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -167,7 +167,7 @@ class ClassifierClient:
         future = self._stub.Classify.future(
             request, timeout=timeout_s or self._timeout_s, metadata=self._metadata
         )
-        future.add_done_callback(lambda done: _deliver(done, callback))
+        future.add_done_callback(lambda done: deliver_result(done, callback))
 
     def _call(self, method, request, timeout_s: Optional[float]):
         """Calls method until it succeeds, fails other than UNAVAILABLE, or attempts or time run out."""
@@ -199,7 +199,9 @@ def bearer_metadata(token: Optional[str]) -> Tuple[Tuple[str, str], ...]:
     return (("authorization", f"Bearer {token.strip()}"),)
 
 
-def _deliver(future: grpc.Future, callback: ResultCallback) -> None:
+def deliver_result(future: grpc.Future, callback: ResultCallback,
+             convert: Optional[Callable[[Any], ClassifyResult]] = None) -> None:
+    """Hand `future`'s response, converted to a ClassifyResult (default: to_result), or its error to `callback`."""
     try:
         response = future.result()
     except grpc.RpcError as error:
@@ -207,7 +209,7 @@ def _deliver(future: grpc.Future, callback: ResultCallback) -> None:
     except grpc.FutureCancelledError:
         callback(None, ClientError(grpc.StatusCode.CANCELLED, "cancelled by the client"))
     else:
-        callback(to_result(response), None)
+        callback((convert or to_result)(response), None)
 
 
 def read_image(image: Image) -> bytes:

@@ -19,7 +19,7 @@ import requests
 
 from clients.channel import TlsConfig, create_channel
 from clients.client import (ClassifierClient, ClassifyResult, ClientError, Image, Prediction, ResultCallback,
-                            bearer_metadata, make_request)
+                            deliver_result, bearer_metadata, make_request)
 from genet.v1 import classifier_pb2
 from inference import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc
 from kserve_bytes import join_bytes, split_bytes
@@ -104,7 +104,7 @@ class KServeGrpcClient(_KServeClient):
         infer.inputs.add(name="images", datatype="BYTES", shape=[len(request.images)])
         infer.outputs.add(name=OUTPUT).parameters["classification"].int64_param = request.top_k or 5
         future = self._stub.ModelInfer.future(infer, timeout=timeout_s or self._timeout_s, metadata=self._metadata)
-        future.add_done_callback(lambda done: _deliver_grpc(done, callback))
+        future.add_done_callback(lambda done: deliver_result(done, callback, _v2_result))
 
 
 class KServeHttpClient(_KServeClient):
@@ -170,17 +170,11 @@ class KServeHttpClient(_KServeClient):
         return session
 
 
-def _deliver_grpc(future: grpc.Future, callback: ResultCallback) -> None:
-    try:
-        response = future.result()
-    except grpc.RpcError as error:
-        callback(None, ClientError.from_rpc_error(error))
-    except grpc.FutureCancelledError:
-        callback(None, ClientError(grpc.StatusCode.CANCELLED, "cancelled by the client"))
-    else:
-        output = response.outputs[0]
-        callback(ClassifyResult(_rows(split_bytes(response.raw_output_contents[0]), output.shape),
-                                response.model_name, response.model_version), None)
+def _v2_result(response) -> ClassifyResult:
+    """A ModelInfer response (classification output, raw form) as a ClassifyResult."""
+    output = response.outputs[0]
+    return ClassifyResult(_rows(split_bytes(response.raw_output_contents[0]), output.shape),
+                          response.model_name, response.model_version)
 
 
 def _rows(items: Sequence[bytes], shape: Sequence[int]) -> List[List[Prediction]]:

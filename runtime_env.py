@@ -8,6 +8,7 @@ MindSpore Lite lives only in .venv-lite (Python 3.7), never in a .venv process: 
 is the one owner of that rule, used by the serving workers, the offline baseline the benchmark
 starts, and the export's Lite tool.
 """
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,23 @@ def configure() -> None:
     """Set each runtime variable this process has not set itself (children inherit them)."""
     for name, value in RUNTIME_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def onednn_uncapped():
+    """Lift ONEDNN_MAX_CPU_ISA while OpenVINO compiles a model (wrap Core() and compile_model).
+
+    OpenVINO's CPU plugin carries its own copy of oneDNN, which reads the variable once, at its first
+    primitive: capped at AVX2 on an AVX-512 CPU it finds no kernel for some nodes ("Supported primitive
+    descriptors list is empty for node: MaxPool") and could not use AMX for bf16. MindSpore's copy keeps
+    the value it read, or reads the restored one later.
+    """
+    saved = os.environ.pop("ONEDNN_MAX_CPU_ISA", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["ONEDNN_MAX_CPU_ISA"] = saved
 
 
 def lite_python() -> str:

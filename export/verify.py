@@ -16,6 +16,7 @@ from export.errors import ExportError
 from export.lite import predict_with_lite
 from export.network import nonfinite_watch
 from export.writers import INPUT_NAME
+from runtime_env import onednn_uncapped
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ def run_mslite(path, batches):
 
 def run_openvino(path, batches):
     """Logits of the ONNX model in OpenVINO's CPU plugin, in f32 as `--backend openvino --precision f32` serves it."""
-    core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    with onednn_uncapped():
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return {key: compiled(batch)[0] for key, batch in batches.items()}
 
 

@@ -8,6 +8,8 @@ server never imports this module.
 """
 import numpy as np
 
+from runtime_env import onednn_uncapped
+
 RUNTIMES = ("onnxruntime", "openvino")
 
 
@@ -35,13 +37,14 @@ class OpenVinoModel:
 
     def __init__(self, path: str, threads: int, precision: str) -> None:
         import openvino
-        core = openvino.Core()
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if precision == "bf16" and "BF16" not in capabilities:
-            raise ValueError(f"this CPU has no native bf16 (OpenVINO CPU capabilities: {', '.join(capabilities)})")
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
-        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
+        with onednn_uncapped():
+            core = openvino.Core()
+            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if precision == "bf16" and "BF16" not in capabilities:
+                raise ValueError(f"this CPU has no native bf16 (OpenVINO CPU capabilities: {', '.join(capabilities)})")
+            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
+            self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         self.runtime_version = f"openvino {openvino.__version__.split('-')[0]}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import openvino
 
 from modelrepo.manifest import ModelFile
+from runtime_env import onednn_uncapped
 from serving.backends import Backend, BackendError
 
 LOG = logging.getLogger(__name__)
@@ -26,9 +27,10 @@ def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, 
     """An OpenVINO backend on the CPU with `threads` inference threads at `precision` (auto, f32, bf16)."""
     if device != "cpu":
         raise BackendError(f"the OpenVINO backend runs on the CPU only, not --device {device}")
-    core = openvino.Core()
-    return OpenVinoBackend(core, model_file, threads,
-                           resolve_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+    with onednn_uncapped():
+        core = openvino.Core()
+        return OpenVinoBackend(core, model_file, threads,
+                               resolve_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
 
 
 def resolve_precision(requested: str, capabilities: Sequence[str]) -> str:

@@ -5,11 +5,14 @@ import openvino
 import pytest
 
 from clients.client import ClassifierClient
+from tests.serving.conftest import start_server
 from export.verify import TOLERANCE
 from modelrepo.manifest import read_manifest
 from serving.backends import BackendError
 from serving.backends.openvino_backend import resolve_precision
 from serving.manifest import served_file
+from serving.preprocessing import Preprocessor
+from serving.settings import Settings
 from serving.workers.proxy import WorkerBackend
 
 MAX_BATCH_SIZE = 4
@@ -54,9 +57,30 @@ def test_auto_is_bf16_only_where_the_cpu_has_it_natively():
         resolve_precision("bf16", ["FP32"])
 
 
-def test_the_server_says_which_precision_it_serves(openvino_server):
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
+def test_a_bf16_worker_really_computes_in_bf16_and_keeps_the_top_1_of_f32(version_dir, photos, fmnist_images):
+    manifest = read_manifest(str(version_dir))
+    preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
+    images = np.stack([preprocess(data) for data in [*photos.values(), *fmnist_images.values()]])
+    logits = {}
+    for precision in ("f32", "bf16"):
+        worker = start_worker(version_dir, precision)
+        try:
+            logits[precision] = worker.predict(images)
+        finally:
+            worker.close()
+    assert not np.array_equal(logits["bf16"], logits["f32"])  # bf16 keeps 8 bits of mantissa
+    agreement = (logits["bf16"].argmax(axis=1) == logits["f32"].argmax(axis=1)).mean()
+    assert agreement >= 0.9, f"bf16 keeps the f32 top-1 of only {agreement:.0%} of {len(images)} real images"
+
+
+def test_auto_serves_bf16_exactly_where_the_cpu_has_it_and_says_so(model_repository, tmp_path):
     precision = "bf16" if NATIVE_BF16 else "f32"
-    with ClassifierClient(openvino_server.address) as client:
-        info = client.model_info()
-    assert info.backend == "openvino" and info.runtime_version.endswith(f" {precision}")
-    assert openvino_server.metric("genet_inference_precision", version=info.version, precision=precision) == 1
+    server = start_server("openvino", model_repository, tmp_path, ["--precision", "auto"])
+    try:
+        with ClassifierClient(server.address) as client:
+            info = client.model_info()
+        assert info.backend == "openvino" and info.runtime_version.endswith(f" {precision}")
+        assert server.metric("genet_inference_precision", version=info.version, precision=precision) == 1
+    finally:
+        assert server.stop() == 0, server.log()

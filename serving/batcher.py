@@ -152,8 +152,8 @@ class DynamicBatcher:
         if self._closing:
             raise Unavailable("the model is shutting down")
         if self._admitted + images > self.max_queue_images:
-            raise QueueFull("queue full: {} of {} images admitted, this request needs {}; retry later".format(
-                self._admitted, self.max_queue_images, images))
+            raise QueueFull(f"queue full: {self._admitted} of {self.max_queue_images} images admitted, this request "
+                            f"needs {images}; retry later")
         self._admitted += images
         self._metrics.queue_depth.set(self._admitted)
         return Ticket(self, images, deadline)
@@ -270,8 +270,8 @@ class DynamicBatcher:
             reason = None
         elif work.deadline is not None and now >= work.deadline:
             reason = "expired"
-            work.future.set_exception(DeadlineExpired("deadline exceeded after {:.1f} ms in the queue".format(
-                (now - work.enqueued) * 1000)))
+            work.future.set_exception(DeadlineExpired(f"deadline exceeded after {(now - work.enqueued) * 1000:.1f} ms "
+                                                      "in the queue"))
         else:
             return False
         dropped = len(work.arrays) - work.next_index
@@ -309,8 +309,8 @@ class DynamicBatcher:
             LOG.error("an inference call on %d images did not return within %.1f s (--inference-timeout-s): "
                       "its thread is stuck in the runtime; this model version is out of service",
                       len(arrays), self.inference_timeout_s)
-            raise InferenceTimeout("inference did not return within {:.1f} s (--inference-timeout-s): this "
-                                   "model version is out of service".format(self.inference_timeout_s)) from None
+            raise InferenceTimeout(f"inference did not return within {self.inference_timeout_s:.1f} s "
+                                   "(--inference-timeout-s): this model version is out of service") from None
         finally:
             self._metrics.inference_time.observe(time.monotonic() - started)
         if len(outputs) != len(arrays):

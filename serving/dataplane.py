@@ -99,8 +99,8 @@ class DataPlane:
         if not images:
             raise InvalidInput("the request has no images")
         if images > self.settings.max_images_per_request:
-            raise InvalidInput("the request has {} images; the limit is {} (--max-images-per-request)".format(
-                images, self.settings.max_images_per_request))
+            raise InvalidInput(f"the request has {images} images; the limit is {self.settings.max_images_per_request} "
+                               "(--max-images-per-request)")
 
     async def _preprocess(self, model: ServedModel, images: Sequence[bytes]) -> List[np.ndarray]:
         """Run the eval transform on every image; the first bad image fails the request.

@@ -63,8 +63,8 @@ def decode_rgb(data: bytes, max_pixels: int,
     if width < 1 or height < 1:
         raise InvalidInput(f"image has no pixels ({width} x {height})")
     if width * height > max_pixels:
-        raise InvalidInput("{} x {} = {} pixels exceeds the pixel limit of {} (--max-image-pixels)".format(
-            width, height, width * height, max_pixels))
+        raise InvalidInput(f"{width} x {height} = {width * height} pixels exceeds the pixel limit of {max_pixels} "
+                           "(--max-image-pixels)")
     if check_size is not None:
         check_size(width, height)
     if image.format in JPEG_FORMATS:

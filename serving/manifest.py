@@ -12,6 +12,6 @@ def served_file(manifest: Manifest, backend: str) -> ModelFile:
     """The model file `backend` serves, or ManifestError if export skipped it."""
     key = BACKEND_FILE_KEYS[backend]
     if key not in manifest.files:
-        raise ManifestError("{}: no '{}' file for backend {} (files: {})".format(
-            manifest.directory, key, backend, ", ".join(sorted(manifest.files)) or "none"))
+        raise ManifestError(f"{manifest.directory}: no '{key}' file for backend {backend} (files: "
+                            f"{', '.join(sorted(manifest.files)) or 'none'})")
     return manifest.file(key)

@@ -67,9 +67,8 @@ class Preprocessor:
         a 1 x 200,000 PNG of 661 bytes would otherwise resize to 11 billion pixels)."""
         new_h, new_w = resized_size(height, width, self.spec.resize_size)
         if new_h * new_w > self.max_pixels:
-            raise InvalidInput("{} x {} resizes to {} x {} = {} pixels, over the pixel limit of {} "
-                               "(--max-image-pixels)".format(width, height, new_w, new_h, new_h * new_w,
-                                                             self.max_pixels))
+            raise InvalidInput(f"{width} x {height} resizes to {new_w} x {new_h} = {new_h * new_w} pixels, over the "
+                               f"pixel limit of {self.max_pixels} (--max-image-pixels)")
 
     def transform(self, rgb: np.ndarray) -> np.ndarray:
         """The eval transform on a decoded RGB uint8 (H, W, 3) array."""

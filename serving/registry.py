@@ -56,8 +56,8 @@ class ModelRegistry:
         model = self._models.get(_normalise(version))
         if model is None:
             shown = version if len(version) <= _SHOWN_VERSION_CHARS else f"{version[:_SHOWN_VERSION_CHARS]}..."
-            raise NotFound("model {} version {!r} is not loaded (loaded: {})".format(
-                self.name, shown, ", ".join(self.versions()) or "none"))
+            raise NotFound(f"model {self.name} version {shown!r} is not loaded (loaded: "
+                           f"{', '.join(self.versions()) or 'none'})")
         if not model.ready:
             raise Unavailable(f"model {self.name} version {model.version} is not ready")
         return model
@@ -68,8 +68,8 @@ class ModelRegistry:
             raise ValueError(f"manifest is for model {manifest.name!r}, the registry serves {self.name!r}")
         if _normalise(manifest.version) != manifest.version:
             # Loaded versions are keyed as written; "02" would never match its directory "2".
-            raise ValueError("version {!r} is not in canonical form ({!r})".format(
-                manifest.version, _normalise(manifest.version)))
+            raise ValueError(f"version {manifest.version!r} is not in canonical form "
+                             f"({_normalise(manifest.version)!r})")
         model = await self._loader(manifest)
         previous = self._models.get(model.version)
         self._models[model.version] = model

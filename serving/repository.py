@@ -12,8 +12,8 @@ def resolve_model_name(repository: str, requested: Optional[str]) -> str:
     names = model_names(repository)
     if requested is not None:
         if requested not in names:
-            raise RepositoryError("model {!r} has no complete version in {} (models: {})".format(
-                requested, repository, ", ".join(names) or "none"))
+            raise RepositoryError(f"model {requested!r} has no complete version in {repository} (models: "
+                                  f"{', '.join(names) or 'none'})")
         return requested
     if not names:
         raise RepositoryError(f"no model with a complete version (<name>/<version>/manifest.json) in {repository}")

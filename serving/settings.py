@@ -125,9 +125,8 @@ class Settings:
             raise ValueError(f"--inference-timeout-s must be positive, got {self.inference_timeout_s}")
         self._check_security()
         if self.max_images_per_request > self.max_queue_size:
-            raise ValueError("--max-images-per-request ({}) must not exceed --max-queue-size ({}): such a "
-                             "request could never be admitted".format(self.max_images_per_request,
-                                                                      self.max_queue_size))
+            raise ValueError(f"--max-images-per-request ({self.max_images_per_request}) must not exceed "
+                             f"--max-queue-size ({self.max_queue_size}): such a request could never be admitted")
         if self.max_message_mb > 2047:
             raise ValueError("--max-message-mb must be below 2048 (gRPC's limit is 2 GiB)")
 
@@ -138,16 +137,16 @@ class Settings:
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         if not self.tls and not is_loopback(self.host) and not self.allow_insecure:
-            raise ValueError("--host {} is reachable from other machines: give --tls-cert and --tls-key, or "
-                             "--allow-insecure to serve plaintext".format(self.host))
+            raise ValueError(f"--host {self.host} is reachable from other machines: give --tls-cert and --tls-key, or "
+                             "--allow-insecure to serve plaintext")
         if self.http_port is not None and not self.tls and not is_loopback(self.http_address) \
                 and not self.allow_insecure:
-            raise ValueError("--http-host {} is reachable from other machines: give --tls-cert and --tls-key, or "
-                             "--allow-insecure to serve plaintext HTTP".format(self.http_address))
+            raise ValueError(f"--http-host {self.http_address} is reachable from other machines: give --tls-cert and "
+                             "--tls-key, or --allow-insecure to serve plaintext HTTP")
         if self.metrics_port is not None and not is_loopback(self.metrics_address) and not self.allow_insecure:
-            raise ValueError("--metrics-host {} is reachable from other machines and /metrics is plain HTTP "
-                             "without authentication: give --allow-insecure to expose it, or a loopback "
-                             "--metrics-host".format(self.metrics_address))
+            raise ValueError(f"--metrics-host {self.metrics_address} is reachable from other machines and /metrics is "
+                             "plain HTTP without authentication: give --allow-insecure to expose it, or a loopback "
+                             "--metrics-host")
 
     @property
     def tls(self) -> bool:

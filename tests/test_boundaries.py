@@ -3,8 +3,10 @@
 Clients know the service only by the wire (gRPC stubs, command lines they start, the JSON those
 print); serving never reaches into training or export, and only its MindSpore backend imports
 MindSpore. Checked by parsing every module, so a lazy import inside a function counts too.
+The same parse keeps the project to one string style: f-strings, never `"...".format(...)`.
 """
 import ast
+import subprocess
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -68,3 +70,32 @@ def test_serving_imports_nothing_from_training_export_or_the_clients():
 def test_only_the_mindspore_backend_of_serving_imports_mindspore():
     importers = {path for path, _, module in imports("serving") if module.split(".")[0] == "mindspore"}
     assert importers == {MINDSPORE_BACKEND}
+
+
+def project_files() -> List[Path]:
+    """Every Python file of the repository, committed or new, but what git ignores (virtualenvs, generated gRPC
+    stubs, build folders)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "*.py"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    return [REPO_ROOT / name for name in sorted(listed.splitlines()) if (REPO_ROOT / name).is_file()]
+
+
+def literal_format_lines(tree: ast.AST) -> List[int]:
+    """The line of every `.format(...)` called on a string literal in `tree`."""
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
+            and isinstance(node.func.value, ast.Constant) and isinstance(node.func.value.value, str)]
+
+
+def test_the_style_rule_sees_every_project_file_and_literal_format_calls():
+    files = {str(path.relative_to(REPO_ROOT)) for path in project_files()}
+    assert {"serving/workers/worker.py", "clients/stress/report.py", "tests/test_boundaries.py"} <= files
+    assert not any("_pb2" in name or name.startswith(".venv") for name in files)
+    assert literal_format_lines(ast.parse('a = "{}".format(1)\nb = f"{a}"\nc = ("{}" "{}").format(a, b)\n'
+                                          'd = template.format(a)')) == [1, 3]
+
+
+def test_strings_are_formatted_with_f_strings_only():
+    calls = [f"{path.relative_to(REPO_ROOT)}:{line}" for path in project_files()
+             for line in literal_format_lines(ast.parse(path.read_text(), str(path)))]
+    assert calls == []

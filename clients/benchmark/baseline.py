@@ -49,6 +49,6 @@ def run_offline(
         raise RuntimeError(f"offline baseline failed with exit status {completed.returncode}")
     report = json.loads(completed.stdout.decode("utf-8").strip().splitlines()[-1])
     if expected_sha256 and report["sha256"] != expected_sha256:
-        raise RuntimeError("offline baseline measured {} (sha256 {}), not the served model (sha256 {})".format(
-            report["model_file"], report["sha256"], expected_sha256))
+        raise RuntimeError(f"offline baseline measured {report['model_file']} (sha256 {report['sha256']}), "
+                           f"not the served model (sha256 {expected_sha256})")
     return [dict(result, runtime_version=report["runtime_version"]) for result in report["results"]]

@@ -64,8 +64,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
     load.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per level (default 10)")
     load.add_argument("--images", nargs="+", type=Path, default=[], metavar="PATH",
-                      help="images (files, or folders searched for {}) for the load (default: {} images of "
-                      "--data)".format(", ".join(sorted(IMAGE_SUFFIXES)), LOAD_IMAGES))
+                      help=f"images (files, or folders searched for {', '.join(sorted(IMAGE_SUFFIXES))}) for the load "
+                           f"(default: {LOAD_IMAGES} images of --data)")
     load.add_argument("--protocol", type=_protocols, default=["genet"], metavar="P[,P...]",
                       help="protocols measured side by side on each server: genet (genet.v1), kserve-grpc, "
                            "kserve-http (KServe v2; images as BYTES, top-k by the classification extension); "
@@ -89,8 +89,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     servers.add_argument("--offline-seconds", type=float, default=5.0, help="measured seconds per batch size")
     servers.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
     servers.add_argument("--compare-runtimes", type=_names, default=[], metavar="NAME[,NAME...]",
-                         help="also measure {} in-process on the served version's model.onnx, like the offline "
-                         "baseline (fp32; OpenVINO bf16 too where the CPU has it)".format(" and ".join(RUNTIMES)))
+                         help=f"also measure {' and '.join(RUNTIMES)} in-process on the served version's model.onnx, "
+                              "like the offline baseline (fp32; OpenVINO bf16 too where the CPU has it)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
     add_connection_arguments(parser, target_required=False)
     args = parser.parse_args(argv)

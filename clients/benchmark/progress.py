@@ -43,9 +43,9 @@ class ProgressLine:
         def update(records: List[Record], elapsed_s: float) -> None:
             ok = [r for r in records if r.code == "OK"]
             p99 = np.percentile([(r.end - r.start) * 1000.0 for r in ok], 99) if ok else float("nan")
-            self.show("{}  {:5.1f} s  {:6d} calls  {:8.1f} img/s  p99 {:7.1f} ms  errors {}".format(
-                label, elapsed_s, len(records), sum(r.images for r in ok) / max(elapsed_s, 1e-9), p99,
-                len(records) - len(ok)))
+            images_per_s = sum(r.images for r in ok) / max(elapsed_s, 1e-9)
+            self.show(f"{label}  {elapsed_s:5.1f} s  {len(records):6d} calls  {images_per_s:8.1f} img/s  "
+                      f"p99 {p99:7.1f} ms  errors {len(records) - len(ok)}")
         return update
 
     def count(self, label: str):

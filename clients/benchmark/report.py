@@ -92,8 +92,8 @@ def plot(report: dict, path: Path) -> None:
         throughput.set_title(f"{images_per_request} image{'' if images_per_request == 1 else 's'} per request")
         _style_column(axes[:, column], [run[mode] for runs in by_server.values() for run in runs], mode)
     server = report.get("server", {})
-    figure.suptitle("{} v{} ({} backend)".format(server.get("name", "?"), server.get("version", "?"),
-                                                 server.get("backend", "?")), y=0.99, fontsize=12)
+    figure.suptitle(f"{server.get('name', '?')} v{server.get('version', '?')} ({server.get('backend', '?')} backend)",
+                    y=0.99, fontsize=12)
     figure.legend(handles=_legend(servers, colour, bool(offline)), loc="upper center", bbox_to_anchor=(0.5, 0.965),
                   ncol=min(6, len(servers) + 3), fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
@@ -186,14 +186,13 @@ def format_summary(report: dict) -> str:
             for e in report["offline"] + report["runtimes"]])
     cpu = report.get("cpu")
     if cpu:
-        lines += ["", "CPU: {}, {} usable cores, flags: {}".format(cpu["model"], cpu["usable_cores"],
-                                                                ", ".join(cpu["flags"]) or "none of interest")]
+        lines += ["", f"CPU: {cpu['model']}, {cpu['usable_cores']} usable cores, flags: "
+                      f"{', '.join(cpu['flags']) or 'none of interest'}"]
     accuracy = report.get("accuracy")
     if accuracy:
-        lines += ["", "accuracy through the server over {}: top-1 {:.2%} ({}/{}), top-5 {:.2%} ({}/{}), "
-                  "{} failed".format(accuracy["data"], accuracy["top1"], accuracy["top1_correct"],
-                                     accuracy["images"], accuracy["top5"], accuracy["top5_correct"],
-                                     accuracy["images"], accuracy["failed"])]
+        lines += ["", f"accuracy through the server over {accuracy['data']}: top-1 {accuracy['top1']:.2%} "
+                      f"({accuracy['top1_correct']}/{accuracy['images']}), top-5 {accuracy['top5']:.2%} "
+                      f"({accuracy['top5_correct']}/{accuracy['images']}), {accuracy['failed']} failed"]
     return "\n".join(lines)
 
 

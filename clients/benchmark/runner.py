@@ -51,8 +51,8 @@ def run_levels(client: ClassifierClient, images: Sequence[Path], plan: LoadPlan,
             run = {"server": label, "max_batch_size": max_batch_size, "mode": mode, mode: level,
                    "images_per_request": images_per_request,
                    **_run_level(client, requests, plan, mode, level, metrics_url, progress.load(name))}
-            progress.done("{}: {:.1f} img/s, p99 {} ms, errors {}".format(
-                name, run["throughput_ips"], run["latency_ms"]["p99"], run["errors"] or 0))
+            progress.done(f"{name}: {run['throughput_ips']:.1f} img/s, p99 {run['latency_ms']['p99']} ms, "
+                          f"errors {run['errors'] or 0}")
             runs.append(run)
     return runs
 

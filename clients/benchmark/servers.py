@@ -147,11 +147,11 @@ class ServerProcess:
 
     def _check_alive(self, deadline: float, waiting_for: str) -> None:
         if self.process.poll() is not None:
-            raise RuntimeError("server exited with {} before serving; log {}:\n{}".format(
-                self.process.returncode, self.log_path, self._log_tail()))
+            raise RuntimeError(f"server exited with {self.process.returncode} before serving; "
+                               f"log {self.log_path}:\n{self._log_tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError("server {} after {:.0f} s; log {}:\n{}".format(
-                waiting_for, self._startup_timeout_s, self.log_path, self._log_tail()))
+            raise RuntimeError(f"server {waiting_for} after {self._startup_timeout_s:.0f} s; "
+                               f"log {self.log_path}:\n{self._log_tail()}")
 
     def _log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])

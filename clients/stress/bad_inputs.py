@@ -33,8 +33,8 @@ def send_case(client: ClassifierClient, case: Case, num_classes: int) -> Tuple[s
     want = expected_predictions(request, num_classes)
     counts = [len(predictions) for predictions in result.predictions]
     if counts != [want] * len(request.images):
-        return "OK", "wrong answer: {} results with {} predictions, expected {} x {}".format(
-            len(counts), counts, len(request.images), want)
+        return "OK", (f"wrong answer: {len(counts)} results with {counts} predictions, "
+                      f"expected {len(request.images)} x {want}")
     return "OK", ""
 
 
@@ -81,17 +81,18 @@ def run_bad_inputs(client: ClassifierClient, target: str, pid: int, cases: Seque
 def _finish(result: CheckResult, seen, rss_after_round: List[int], rounds: int) -> CheckResult:
     measured = len(rss_after_round) > WARMUP_ROUNDS
     growth_mib = (rss_after_round[-1] - rss_after_round[WARMUP_ROUNDS - 1]) / MIB if measured else 0.0
-    result.require(measured or bool(result.failures), "RSS not compared: {} rounds, {} of them warm-up".format(
-        rounds, WARMUP_ROUNDS))
-    result.require(growth_mib <= RSS_GROWTH_BOUND_MIB, "RSS grew {:.1f} MiB over rounds {}..{} (bound {} MiB)".format(
-        growth_mib, WARMUP_ROUNDS + 1, rounds, RSS_GROWTH_BOUND_MIB))
+    result.require(measured or bool(result.failures),
+                   f"RSS not compared: {rounds} rounds, {WARMUP_ROUNDS} of them warm-up")
+    result.require(growth_mib <= RSS_GROWTH_BOUND_MIB,
+                   f"RSS grew {growth_mib:.1f} MiB over rounds {WARMUP_ROUNDS + 1}..{rounds} "
+                   f"(bound {RSS_GROWTH_BOUND_MIB} MiB)")
     result.faults = result.requests
     result.details = {"rounds": rounds, "cases": seen,
                       "rss_mib_after_round": [round(value / MIB, 1) for value in rss_after_round],
                       "rss_growth_mib": round(growth_mib, 1), "rss_growth_bound_mib": RSS_GROWTH_BOUND_MIB,
                       "warmup_rounds": WARMUP_ROUNDS}
-    result.summary = "{} inputs x {} rounds, statuses as documented: {}, health SERVING after each, " \
-                     "RSS {:+.1f} MiB after the {} warm-up rounds (bound {} MiB)".format(
-                         result.bad_inputs, len(rss_after_round), "no" if result.lost else "yes", growth_mib,
-                         WARMUP_ROUNDS, RSS_GROWTH_BOUND_MIB)
+    result.summary = (f"{result.bad_inputs} inputs x {len(rss_after_round)} rounds, statuses as documented: "
+                      f"{'no' if result.lost else 'yes'}, health SERVING after each, "
+                      f"RSS {growth_mib:+.1f} MiB after the {WARMUP_ROUNDS} warm-up rounds "
+                      f"(bound {RSS_GROWTH_BOUND_MIB} MiB)")
     return result

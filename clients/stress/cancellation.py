@@ -86,14 +86,14 @@ def run_cancellation(target: str, metrics_url: str, image: bytes) -> CheckResult
     result.require(groups.get("cancelled") == ["CANCELLED"] * CALLS_PER_GROUP,
                    f"cancelled calls got {groups.get('cancelled')}")
     for reason, count in dropped.items():
-        result.require(count == doomed_images, "dropped_images{{reason={}}} grew by {:g}, expected {}".format(
-            reason, count, doomed_images))
+        result.require(count == doomed_images,
+                       f"dropped_images{{reason={reason}}} grew by {count:g}, expected {doomed_images}")
     result.require(computed == 1, f"{computed:g} images were computed, expected only the live one")
     result.faults = 2 * CALLS_PER_GROUP
     result.details = {"dropped_images": dropped, "images_computed": computed, "outcomes": groups,
                       "doomed_images_per_group": doomed_images, "batch_delay_ms": BATCH_DELAY_MS}
-    result.summary = "{} calls expired after {:g} s, {} cancelled after {:g} s while queued: dropped " \
-                     "expired {:g} / cancelled {:g} images (of {} each), computed {:g} (the live call only)".format(
-                         CALLS_PER_GROUP, EXPIRE_AFTER_S, CALLS_PER_GROUP, CANCEL_AFTER_S, dropped["expired"],
-                         dropped["cancelled"], doomed_images, computed)
+    result.summary = (f"{CALLS_PER_GROUP} calls expired after {EXPIRE_AFTER_S:g} s, "
+                      f"{CALLS_PER_GROUP} cancelled after {CANCEL_AFTER_S:g} s while queued: "
+                      f"dropped expired {dropped['expired']:g} / cancelled {dropped['cancelled']:g} images "
+                      f"(of {doomed_images} each), computed {computed:g} (the live call only)")
     return result

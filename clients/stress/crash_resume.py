@@ -29,7 +29,7 @@ def run_crash_resume(workdir: Path, train_per_class: int = 32, epochs: int = 3) 
         verdict = json.loads(lines[-1])
     except (IndexError, ValueError):
         tail = log_path.read_text(errors="replace")[-2000:]
-        return CheckResult("training", failures=["training.crash_check exited with {} without a verdict; log {}:\n{}"
-                                                 .format(completed.returncode, log_path, tail)])
+        return CheckResult("training", failures=[f"training.crash_check exited with {completed.returncode} "
+                                                 f"without a verdict; log {log_path}:\n{tail}"])
     return CheckResult("training", summary=verdict["summary"], failures=verdict["failures"], faults=1,
                        details=verdict["details"])

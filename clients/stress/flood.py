@@ -49,16 +49,16 @@ def run_flood(repository: Path, backend: str, python: str, log_dir: Path, compar
     result.require(result.lost == 0, f"calls ended other than {' or '.join(allowed)}: {limited['codes']}")
     result.require(limited["codes"].get("INVALID_ARGUMENT", 0) < FLOOD_CALLS, "no call was refused: the limit did "
                    "not act")
-    result.require(limited["rss_growth_mib"] <= bound_mib, "peak RSS grew {} MiB (bound {} MiB)".format(
-        limited["rss_growth_mib"], bound_mib))
+    result.require(limited["rss_growth_mib"] <= bound_mib,
+                   f"peak RSS grew {limited['rss_growth_mib']} MiB (bound {bound_mib} MiB)")
     result.require(limited["health_after"] == "SERVING", f"health {limited['health_after']} right after the flood")
     result.details = {"limited": limited, "rss_growth_bound_mib": bound_mib}
     if compare:
         result.details["unlimited"] = _flood_server(repository, backend, python, log_dir, FLOOD_CALLS + 1)
-    result.summary = "{} x {} MiB at once on {} connections, limit {}: peak RSS +{} MiB (bound {}){}; codes {}".format(
-        FLOOD_CALLS, MESSAGE_MB, FLOOD_CHANNELS, FLOOD_LIMIT, limited["rss_growth_mib"], bound_mib,
-        "; without the limit +{} MiB".format(result.details["unlimited"]["rss_growth_mib"]) if compare else "",
-        limited["codes"])
+    unlimited = f"; without the limit +{result.details['unlimited']['rss_growth_mib']} MiB" if compare else ""
+    result.summary = (f"{FLOOD_CALLS} x {MESSAGE_MB} MiB at once on {FLOOD_CHANNELS} connections, limit {FLOOD_LIMIT}: "
+                      f"peak RSS +{limited['rss_growth_mib']} MiB (bound {bound_mib}){unlimited}; "
+                      f"codes {limited['codes']}")
     return result
 
 

@@ -65,13 +65,13 @@ def run_overload(client: ClassifierClient, target: str, pid: int,
     result.lost = len(bad) + measurement.unfinished + capacity["unfinished"] + sum(capacity["errors"].values())
     result.load = {"rate": round(rate, 1), "duration_s": duration_s,
                    "achieved_rps": round(len(window) / duration_s, 1)}
-    result.require(result.lost == 0, "{} calls lost or failed other than RESOURCE_EXHAUSTED: {}".format(
-        result.lost, examples(bad) or capacity["errors"]))
+    result.require(result.lost == 0, f"{result.lost} calls lost or failed other than RESOURCE_EXHAUSTED: "
+                                     f"{examples(bad) or capacity['errors']}")
     bound_s = ACCEPTED_FACTOR * queue_images / accepted_ips + ACCEPTED_MARGIN_S if accepted_ips else None
     latency = _judge_latency(result, window, bound_s)
     growth_mib = (rss.peak - rss_before) / MIB
-    result.require(growth_mib <= RSS_GROWTH_BOUND_MIB, "RSS grew {:.1f} MiB (bound {} MiB)".format(
-        growth_mib, RSS_GROWTH_BOUND_MIB))
+    result.require(growth_mib <= RSS_GROWTH_BOUND_MIB,
+                   f"RSS grew {growth_mib:.1f} MiB (bound {RSS_GROWTH_BOUND_MIB} MiB)")
     result.require(health_after == "SERVING", f"health {health_after} right after the overload")
     result.details = {"capacity": capacity, "factor": factor, "queue_images": queue_images,
                       "codes": codes(measurement.records), "unfinished": measurement.unfinished,
@@ -81,11 +81,11 @@ def run_overload(client: ClassifierClient, target: str, pid: int,
                       "rss_before_mib": round(rss_before / MIB, 1), "rss_peak_mib": round(rss.peak / MIB, 1),
                       "rss_growth_bound_mib": RSS_GROWTH_BOUND_MIB, "health_after": health_after}
     rejected_share = latency["rejected"]["count"] / max(len(window), 1)
-    result.summary = ("{:.0f} req/s = {:g} x capacity {:.1f} req/s for {:g} s: {:.0%} rejected, rejection p99 {} ms "
-                      "(bound {:g}); accepted p99 {} ms (bound {}); RSS {:+.1f} MiB; then {}").format(
-        rate, factor, capacity["throughput_rps"], duration_s, rejected_share, latency["rejected"]["p99"],
-        REJECTION_P99_BOUND_MS, latency["accepted"]["p99"], result.details["accepted_p99_bound_ms"], growth_mib,
-        health_after)
+    result.summary = (f"{rate:.0f} req/s = {factor:g} x capacity {capacity['throughput_rps']:.1f} req/s for "
+                      f"{duration_s:g} s: {rejected_share:.0%} rejected, rejection p99 {latency['rejected']['p99']} ms "
+                      f"(bound {REJECTION_P99_BOUND_MS:g}); accepted p99 {latency['accepted']['p99']} ms "
+                      f"(bound {result.details['accepted_p99_bound_ms']}); RSS {growth_mib:+.1f} MiB; "
+                      f"then {health_after}")
     return result
 
 
@@ -99,9 +99,9 @@ def _judge_latency(result: CheckResult, window: List[Record], bound_s: Optional[
                "rejected": dict(reply_latency_ms(rejected), count=len(rejected))}
     p99_rejected, p99_accepted = latency["rejected"]["p99"], latency["accepted"]["p99"]
     if p99_rejected is not None:
-        result.require(p99_rejected <= REJECTION_P99_BOUND_MS, "rejection p99 {:.1f} ms > {:g} ms".format(
-            p99_rejected, REJECTION_P99_BOUND_MS))
+        result.require(p99_rejected <= REJECTION_P99_BOUND_MS, f"rejection p99 {p99_rejected:.1f} ms > "
+                                                               f"{REJECTION_P99_BOUND_MS:g} ms")
     if p99_accepted is not None and bound_s is not None:
-        result.require(p99_accepted <= bound_s * 1000, "accepted p99 {:.0f} ms > bound {:.0f} ms".format(
-            p99_accepted, bound_s * 1000))
+        result.require(p99_accepted <= bound_s * 1000, f"accepted p99 {p99_accepted:.0f} ms > bound "
+                                                       f"{bound_s * 1000:.0f} ms")
     return latency

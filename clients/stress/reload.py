@@ -53,14 +53,13 @@ def run_reload(client: ClassifierClient, requests: Sequence, concurrency: int, r
     result.load = {"concurrency": concurrency, "duration_s": duration_s,
                    "achieved_rps": round(result.requests / duration_s, 1)}
     result.require(result.lost == 0, f"{result.lost} calls failed: {examples(failed)}")
-    result.require(swapped is not None, "version {} was not served within the {:g} s load".format(
-        new_version, duration_s - publish_after_s))
+    result.require(swapped is not None, f"version {new_version} was not served within the "
+                                        f"{duration_s - publish_after_s:g} s load")
     result.require(swapped is None or bool(after_swap), "no call was answered after the swap")
     result.faults = 1
     swap_s = None if swapped is None else round(swapped - published, 2)
     result.details = {"old_version": old_version, "new_version": new_version, "swap_after_publish_s": swap_s,
                       "codes": codes(measurement.records), "ok_after_swap": len(after_swap)}
-    result.summary = "concurrency {} for {:g} s; version {} -> {} swapped {} s after publishing; " \
-                     "{} calls, {} failed".format(concurrency, duration_s, old_version, new_version, swap_s,
-                                                   result.requests, result.lost)
+    result.summary = (f"concurrency {concurrency} for {duration_s:g} s; version {old_version} -> {new_version} "
+                      f"swapped {swap_s} s after publishing; {result.requests} calls, {result.lost} failed")
     return result

@@ -47,11 +47,10 @@ def format_table(results: Sequence[CheckResult], mode: str) -> str:
         lines.extend(f"    FAIL: {failure}" for failure in result.failures)
     total = totals(results)
     lines += ["", "load held:"] + (load_lines(results) or ["  none"])
-    lines.append("faults survived: {faults_survived}   bad inputs tried: {bad_inputs_tried}   requests sent: "
-                 "{requests}   requests lost: {requests_lost} (must be 0)".format(**total))
-    lines.append("checks: {} passed, {} failed, {} skipped -> {}".format(
-        total["checks_passed"], total["checks_failed"], total["checks_skipped"],
-        "PASS" if total["passed"] else "FAIL"))
+    lines.append(f"faults survived: {total['faults_survived']}   bad inputs tried: {total['bad_inputs_tried']}   "
+                 f"requests sent: {total['requests']}   requests lost: {total['requests_lost']} (must be 0)")
+    lines.append(f"checks: {total['checks_passed']} passed, {total['checks_failed']} failed, {total['checks_skipped']} "
+                 f"skipped -> {'PASS' if total['passed'] else 'FAIL'}")
     return "\n".join(lines)
 
 

@@ -80,8 +80,8 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
                    "achieved_rps": round(result.requests / (before_s + after_s), 1)}
     result.require(result.lost == 0, f"{result.lost} admitted calls lost: {examples(lost)}")
     result.require(exit_status == 0, f"exit status {exit_status} after SIGTERM")
-    result.require(exit_s <= grace_period_s + EXIT_MARGIN_S, "exit took {:.1f} s, grace period {:g} s".format(
-        exit_s, grace_period_s))
+    result.require(exit_s <= grace_period_s + EXIT_MARGIN_S, f"exit took {exit_s:.1f} s, grace period "
+                                                             f"{grace_period_s:g} s")
     result.require(bool(in_flight), "no call was in flight at SIGTERM: nothing was tested")
     refused = [r for r in records if is_refused(r)]
     result.details = {"codes": codes(records), "in_flight_at_sigterm": len(in_flight), "refused": len(refused),
@@ -90,8 +90,8 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
                       "refusal_details": sorted({r.details for r in refused})[:10],
                       "cancelled_at_stop": [_relative(r, signalled) for r in at_stop[:10]],
                       "lost_calls": [_relative(r, signalled) for r in lost[:10]]}
-    result.summary = ("{:.0f} req/s, SIGTERM after {:g} s: {} calls in flight all OK, {} refused at admission, "
-                      "{} lost; exit {} after {:.1f} s (grace {:g} s); CANCELLED instead of UNAVAILABLE at stop: {}"
-                      ).format(
-        rate, before_s, len(in_flight), len(refused), result.lost, exit_status, exit_s, grace_period_s, len(at_stop))
+    result.summary = (f"{rate:.0f} req/s, SIGTERM after {before_s:g} s: {len(in_flight)} calls in flight all OK, "
+                      f"{len(refused)} refused at admission, {result.lost} lost; exit {exit_status} "
+                      f"after {exit_s:.1f} s (grace {grace_period_s:g} s); "
+                      f"CANCELLED instead of UNAVAILABLE at stop: {len(at_stop)}")
     return result

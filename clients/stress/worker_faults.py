@@ -84,16 +84,15 @@ def _fault(server: ServerProcess, client: ClassifierClient, requests: Sequence[c
                          lost=len(lost) + outcome["m"].unfinished)
     result.load = {"concurrency": CONCURRENCY, "duration_s": load_s, "achieved_rps": round(len(records) / load_s, 1)}
     result.require(result.lost == 0, f"{result.lost} calls lost beside the worker's batch: {examples(lost)}")
-    result.require(1 <= len(with_the_worker) <= one_batch, "{} calls failed with the worker (one batch: 1 to {})"
-                   .format(len(with_the_worker), one_batch))
+    result.require(1 <= len(with_the_worker) <= one_batch, f"{len(with_the_worker)} calls failed with the worker "
+                                                           f"(one batch: 1 to {one_batch})")
     result.require(recovered_s is not None, f"no restart counted and SERVING within {RECOVERY_S:g} s")
     result.details = {"codes": codes(records), "failed_with_the_worker": len(with_the_worker),
                       "details": sorted({r.details for r in with_the_worker})[:3], "victim_pid": victim,
                       "recovered_s": recovered_s}
-    result.summary = "{} to a worker under {} calls in flight: {} calls failed with its batch, {} lost; {}".format(
-        signal.Signals(signum).name, CONCURRENCY, len(with_the_worker), result.lost,
-        "replaced and SERVING {:.1f} s after the load".format(recovered_s) if recovered_s is not None
-        else "not replaced")
+    recovery = f"replaced and SERVING {recovered_s:.1f} s after the load" if recovered_s is not None else "not replaced"
+    result.summary = (f"{signal.Signals(signum).name} to a worker under {CONCURRENCY} calls in flight: "
+                      f"{len(with_the_worker)} calls failed with its batch, {result.lost} lost; {recovery}")
     return result
 
 

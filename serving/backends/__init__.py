@@ -86,15 +86,16 @@ def create_backend(name: str, model_file: ModelFile, *, device: str, device_id: 
 def require_f32(precision: str, runtime: str) -> None:
     """Refuse any precision but f32 (or auto) for a runtime that computes in f32 only."""
     if precision not in ("auto", "f32"):
-        raise BackendError("{} computes in f32 only, not --precision {} (bf16 is served by --backend openvino)".format(
-            runtime, precision))
+        raise BackendError(f"{runtime} computes in f32 only, not --precision {precision} "
+                           "(bf16 is served by --backend openvino)")
 
 
 def check_device(device: str, device_id: int) -> None:
     """Fail with a clear message when an accelerator is requested but its device node is absent."""
-    nodes = {"ascend": "/dev/davinci{}", "gpu": "/dev/nvidia{}"}
-    if device in nodes and not os.path.exists(nodes[device].format(device_id)):
-        raise DeviceMissing("--device {} --device-id {} requested, but {} does not exist: no {} device {} "
-                           "on this machine (use --device cpu)".format(device, device_id,
-                                                                      nodes[device].format(device_id),
-                                                                      device, device_id))
+    node_prefixes = {"ascend": "/dev/davinci", "gpu": "/dev/nvidia"}
+    if device not in node_prefixes:
+        return
+    node = f"{node_prefixes[device]}{device_id}"
+    if not os.path.exists(node):
+        raise DeviceMissing(f"--device {device} --device-id {device_id} requested, but {node} does not exist: "
+                            f"no {device} device {device_id} on this machine (use --device cpu)")

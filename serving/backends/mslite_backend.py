@@ -59,8 +59,8 @@ class ResizingModel:
         self.shape = list(self.model.get_inputs()[0].shape)
         channel_axis = 3 if model_file.input_layout == "NHWC" else 1
         if len(self.shape) != 4 or self.shape[channel_axis] != 3:
-            raise BackendError("{} has input shape {}, which is not {} with 3 channels as its manifest says".format(
-                model_file.path, self.shape, model_file.input_layout))
+            raise BackendError(f"{model_file.path} has input shape {self.shape}, which is not "
+                               f"{model_file.input_layout} with 3 channels as its manifest says")
         self.inputs = self.model.get_inputs()
 
     def run(self, batch: np.ndarray) -> np.ndarray:

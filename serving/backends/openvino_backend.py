@@ -40,8 +40,8 @@ def resolve_precision(requested: str, capabilities: Sequence[str]) -> str:
         raise BackendError(f"invalid --precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     native_bf16 = "BF16" in capabilities
     if requested == "bf16" and not native_bf16:
-        raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: {}; it "
-                           "needs AVX512-BF16 or AMX); serve --precision f32 or auto".format(", ".join(capabilities)))
+        raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: "
+                           f"{', '.join(capabilities)}; it needs AVX512-BF16 or AMX); serve --precision f32 or auto")
     if requested == "auto":
         return "bf16" if native_bf16 else "f32"
     return requested

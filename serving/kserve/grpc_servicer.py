@@ -101,8 +101,8 @@ def _tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw) -> Tensor:
         return tensors.from_raw(tensor.name, tensor.datatype, shape, raw)
     field = CONTENTS_FIELDS.get(tensor.datatype)
     if field is None:
-        raise InvalidInput("input '{}': datatype {!r} has no typed contents; send raw_input_contents".format(
-            tensor.name, tensor.datatype[:16]))
+        raise InvalidInput(f"input '{tensor.name}': datatype {tensor.datatype[:16]!r} has no typed contents; "
+                           "send raw_input_contents")
     return tensors.from_values(tensor.name, tensor.datatype, shape, list(getattr(tensor.contents, field)))
 
 

@@ -260,8 +260,8 @@ def _split_body(body: bytes, header_length: Optional[str]) -> Tuple[Dict[str, An
         except ValueError:
             length = -1
         if not 0 <= length <= len(body):
-            raise InvalidInput("{} must be an integer in 0..{} (the body's size), got {!r}".format(
-                HEADER_LENGTH, len(body), header_length[:32]))
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer in 0..{len(body)} (the body's size), "
+                               f"got {header_length[:32]!r}")
     try:
         document = json.loads(body[:length])
     except (ValueError, UnicodeDecodeError) as error:
@@ -278,8 +278,8 @@ def _infer_request(document: Dict[str, Any], binary: bytes, name: str, version: 
         inputs.append(tensor)
         offset += size
     if offset != len(binary):
-        raise InvalidInput("{} bytes of binary data follow the JSON header, the inputs' binary_data_size "
-                           "add up to {}".format(len(binary), offset))
+        raise InvalidInput(f"{len(binary)} bytes of binary data follow the JSON header, the inputs' binary_data_size "
+                           f"add up to {offset}")
     outputs = []
     for index, spec in enumerate(_objects(document, "outputs", required=False)):
         output_name = spec.get("name")
@@ -303,8 +303,8 @@ def _input(spec: Dict[str, Any], index: int, binary: memoryview) -> Tuple[Tensor
             raise InvalidInput(f"input '{name[:64]}' has neither 'data' nor a binary_data_size parameter")
         return tensors.from_values(name, datatype, shape, spec["data"]), 0
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(binary):
-        raise InvalidInput("input '{}': binary_data_size {!r} exceeds the {} bytes of binary data left".format(
-            name[:64], size, len(binary)))
+        raise InvalidInput(f"input '{name[:64]}': binary_data_size {size!r} exceeds the {len(binary)} bytes of binary "
+                           "data left")
     return tensors.from_raw(name, datatype, shape, bytes(binary[:size])), size
 
 

@@ -130,9 +130,9 @@ def _state(registry, version: str) -> str:
 def _the_input(inputs: Sequence[Tensor]) -> Tensor:
     """The request's single input, checked against the model's two (name, datatype, rank)."""
     if len(inputs) != 1 or inputs[0].name not in (IMAGES, PIXELS):
-        raise InvalidInput("send exactly one input: '{}' (BYTES [N], encoded image files) or '{}' (FP32 "
-                           "[N, 3, H, W], preprocessed); got {}".format(
-                               IMAGES, PIXELS, [tensor.name[:64] for tensor in inputs[:4]]))
+        raise InvalidInput(f"send exactly one input: '{IMAGES}' (BYTES [N], encoded image files) "
+                           f"or '{PIXELS}' (FP32 [N, 3, H, W], preprocessed); "
+                           f"got {[tensor.name[:64] for tensor in inputs[:4]]}")
     tensor = inputs[0]
     expected = BYTES if tensor.name == IMAGES else "FP32"
     if tensor.datatype != expected:

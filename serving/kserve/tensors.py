@@ -40,8 +40,8 @@ def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> Tens
         return Tensor(name, datatype, shape, _object_array(split_bytes(raw, name), count, name, shape))
     dtype = _numeric_dtype(name, datatype)
     if len(raw) != count * dtype.itemsize:
-        raise InvalidInput("input '{}': {} raw bytes do not hold a {} tensor of shape {} ({} bytes)".format(
-            name, len(raw), datatype, list(shape), count * dtype.itemsize))
+        raise InvalidInput(f"input '{name}': {len(raw)} raw bytes do not hold a {datatype} tensor of shape "
+                           f"{list(shape)} ({count * dtype.itemsize} bytes)")
     return Tensor(name, datatype, shape, np.frombuffer(raw, dtype).reshape(shape))
 
 
@@ -114,8 +114,8 @@ def _numeric_dtype(name: str, datatype: str) -> np.dtype:
 
 def _object_array(items: List[bytes], count: int, name: str, shape: Tuple[int, ...]) -> np.ndarray:
     if len(items) != count:
-        raise InvalidInput("input '{}': {} BYTES elements do not fill shape {} ({} elements)".format(
-            name, len(items), list(shape), count))
+        raise InvalidInput(f"input '{name}': {len(items)} BYTES elements do not fill shape {list(shape)} "
+                           f"({count} elements)")
     array = np.empty(count, dtype=object)
     array[:] = items
     return array.reshape(shape)

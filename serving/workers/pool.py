@@ -124,8 +124,9 @@ class WorkerPool:
         """An idle worker; waits while every one restarts, at most --inference-timeout-s."""
         with self._changed:
             if not self._changed.wait_for(lambda: self._idle, self._settings.inference_timeout_s):
-                raise Unavailable("no inference worker of version {} came back within {:g} s (--inference-timeout-s)"
-                                  ": they are restarting".format(self._version, self._settings.inference_timeout_s))
+                raise Unavailable(f"no inference worker of version {self._version} came back within "
+                                  f"{self._settings.inference_timeout_s:g} s (--inference-timeout-s): "
+                                  "they are restarting")
             return self._idle.popleft()
 
     def _put_idle(self, worker: WorkerBackend, served: bool = False) -> None:
@@ -200,6 +201,6 @@ def _reason(error: WorkerError) -> str:
 def _describe_loss(error: WorkerError, timeout_s: float) -> str:
     """The message of a batch whose worker was lost."""
     if isinstance(error, WorkerTimeout):
-        return ("inference did not finish within {:g} s (--inference-timeout-s): its worker was killed and is "
-                "being replaced".format(timeout_s))
+        return (f"inference did not finish within {timeout_s:g} s (--inference-timeout-s): its worker was killed and "
+                "is being replaced")
     return f"the inference worker failed during this batch and is being restarted ({error})"

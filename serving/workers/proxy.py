@@ -132,8 +132,8 @@ class WorkerBackend(Backend):
         except OSError as error:
             os.close(request_write)
             os.close(reply_read)
-            raise BackendError("cannot start the {} worker with {}: {} (set {} for mslite)".format(
-                self.backend, self.python, error, LITE_PYTHON_ENV)) from None
+            raise BackendError(f"cannot start the {self.backend} worker with {self.python}: {error} "
+                               f"(set {LITE_PYTHON_ENV} for mslite)") from None
         finally:
             os.close(request_read)
             os.close(reply_write)
@@ -143,8 +143,8 @@ class WorkerBackend(Backend):
         try:
             hello, _ = self._receive("start", self.setup_timeout_s)
             if hello.get("protocol") != PROTOCOL_VERSION:
-                raise WorkerError("the worker speaks protocol {!r}, this front {}".format(
-                    hello.get("protocol"), PROTOCOL_VERSION))
+                raise WorkerError(f"the worker speaks protocol {hello.get('protocol')!r}, "
+                                  f"this front {PROTOCOL_VERSION}")
             reply, _ = self._exchange(self.load_request, None, self.setup_timeout_s)
         except BaseException:
             self._discard()
@@ -161,8 +161,8 @@ class WorkerBackend(Backend):
     def _exchange(self, header: Header, tensor: Optional[np.ndarray], timeout_s: Optional[float]):
         """Send one request and return its reply (header, tensor); raise what the worker raised."""
         if self._channel is None:
-            raise WorkerDied("no {} worker is running (closed, or lost to an earlier failure): restart it".format(
-                self.backend), None)
+            raise WorkerDied(f"no {self.backend} worker is running (closed, or lost to an earlier failure): "
+                             "restart it", None)
         try:
             self._channel.send(header, tensor, deadline_after(timeout_s))
         except BrokenPipeError:
@@ -181,12 +181,12 @@ class WorkerBackend(Backend):
             self._raise_died(op)
         except TimeoutError:
             self._discard()
-            raise WorkerTimeout("the {} worker (pid {}) did not answer {} within {} s: killed".format(
-                self.backend, pid, op, timeout_s)) from None
+            raise WorkerTimeout(f"the {self.backend} worker (pid {pid}) did not answer {op} "
+                                f"within {timeout_s} s: killed") from None
         except ProtocolError as error:
             self._discard()
-            raise WorkerError("the {} worker (pid {}) broke the protocol during {}: {}; killed".format(
-                self.backend, pid, op, error)) from None
+            raise WorkerError(f"the {self.backend} worker (pid {pid}) broke the protocol during {op}: "
+                              f"{error}; killed") from None
 
     def _raise_died(self, op: str) -> None:
         pid = self._process.pid
@@ -195,8 +195,8 @@ class WorkerBackend(Backend):
         except subprocess.TimeoutExpired:  # it closed its pipe but lingers
             returncode = None
         self._discard()
-        raise WorkerDied("the {} worker (pid {}) died during {}: {}".format(
-            self.backend, pid, op, describe_exit(returncode)), returncode) from None
+        raise WorkerDied(f"the {self.backend} worker (pid {pid}) died during {op}: {describe_exit(returncode)}",
+                         returncode) from None
 
     def _discard(self) -> None:
         """Kill the worker if it still runs, reap it and close the pipes."""

@@ -36,7 +36,7 @@ def decode_all(folder):
         try:
             outcome[path.name] = list(decode_rgb(path.read_bytes(), 10 ** 6).shape)
         except InvalidInput as error:
-            outcome[path.name] = "{}: {}".format(error.code, error)
+            outcome[path.name] = f"{error.code}: {error}"
     return outcome
 
 def record_opens():

@@ -32,8 +32,8 @@ from modelrepo.manifest import Preprocessing
 from serving.preprocessing import Preprocessor, resized_size
 inputs, out = np.load(sys.argv[1]), {}
 for size in inputs["sizes"]:
-    out["rule/{}".format(size)] = np.array([[resized_size(h, w, int(size)) for w in range(1, {side} + 1)]
-                                           for h in range(1, {side} + 1)])
+    out[f"rule/{size}"] = np.array([[resized_size(h, w, int(size)) for w in range(1, {side} + 1)]
+                                   for h in range(1, {side} + 1)])
 for name in inputs.files:
     if name.startswith("image/"):
         _, resize, crop, _ = name.split("/")

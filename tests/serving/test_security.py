@@ -27,7 +27,7 @@ CLASSIFIER = "genet.v1.Classifier"
 def token_file(tmp_path_factory):
     """The server's token file: a comment, a blank line and two tokens."""
     path = tmp_path_factory.mktemp("auth") / "tokens.txt"
-    path.write_text("# accepted tokens\n\n{}\n  {}  \n".format(*TOKENS))
+    path.write_text(f"# accepted tokens\n\n{TOKENS[0]}\n  {TOKENS[1]}  \n")
     return path
 
 

@@ -58,6 +58,8 @@ def run_checks(args: argparse.Namespace, workdir: Path) -> List[CheckResult]:
         results += serving_checks(setup)
     results.append(guarded("training", skip, lambda: run_crash_resume(
         workdir / "training", plan.train_per_class, plan.train_epochs)))
+    for result in results:
+        result.judge_latency = plan.judge_latency
     return results
 
 

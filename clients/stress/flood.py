@@ -21,7 +21,7 @@ import grpc
 
 from clients.benchmark.servers import ServerProcess
 from clients.stress.probe import MIB, health_status
-from clients.stress.results import CheckResult
+from clients.stress.results import REFUSED_STREAM, CheckResult
 from genet.v1 import classifier_pb2, classifier_pb2_grpc
 
 MESSAGE_MB = 16
@@ -33,7 +33,6 @@ RSS_COPIES_PER_STREAM = 7
 """Messages' worth of memory one received stream may cost: measured 4 with grpcio 1.62 (gRPC's receive
 buffer, the bytes Python parses, the image field, allocator slack; serving/README.md) and 5.8-6.1 with
 grpcio 1.85, the front's since it runs in .venv (Python 3.11), plus one of margin."""
-REFUSED_STREAM = "RST_STREAM with error code 7"
 FLOOD_OPTIONS = ("--max-message-mb", str(MESSAGE_MB), "--max-images-per-request", "1", "--workers", "1",
                  "--threads", "1")
 

@@ -30,11 +30,14 @@ class Plan:
     """Fashion-MNIST training images per class of the tiny run killed with SIGKILL."""
     train_epochs: int
     """Epochs of the tiny run."""
+    judge_latency: bool
+    """Whether missed latency bounds fail a check. The quick form runs in CI beside the test suite on the
+    same cores, where latency says more about the neighbours than the server: it reports them only."""
 
 
 FULL = Plan(corpus_rounds=10, capacity_s=10.0, overload_s=30.0, overload_factor=4.0, reload_s=20.0,
             sigterm_before_s=5.0, sigterm_after_s=3.0, sigterm_factor=1.5, flood_compare=True,
-            worker_fault_s=6.0, train_per_class=48, train_epochs=4)
+            worker_fault_s=6.0, train_per_class=48, train_epochs=4, judge_latency=True)
 QUICK = Plan(corpus_rounds=4, capacity_s=3.0, overload_s=8.0, overload_factor=4.0, reload_s=8.0,
              sigterm_before_s=2.0, sigterm_after_s=2.0, sigterm_factor=1.5, flood_compare=False,
-             worker_fault_s=3.0, train_per_class=32, train_epochs=3)
+             worker_fault_s=3.0, train_per_class=32, train_epochs=3, judge_latency=False)

@@ -45,6 +45,8 @@ def format_table(results: Sequence[CheckResult], mode: str) -> str:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
         lines.append(f"    {result.skipped or result.summary}")
         lines.extend(f"    FAIL: {failure}" for failure in result.failures)
+        verdict = "FAIL" if result.judge_latency else "missed (reported, not judged in this form)"
+        lines.extend(f"    {verdict}: {miss}" for miss in result.missed_bounds)
     total = totals(results)
     lines += ["", "load held:"] + (load_lines(results) or ["  none"])
     lines.append(f"faults survived: {total['faults_survived']}   bad inputs tried: {total['bad_inputs_tried']}   "

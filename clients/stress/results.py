@@ -6,6 +6,8 @@ from typing import Dict, Iterable, List, Optional
 from clients.benchmark.load import Measurement, Record
 from latency import latency_summary
 
+REFUSED_STREAM = "RST_STREAM with error code 7"
+
 
 @dataclass
 class CheckResult:
@@ -30,11 +32,15 @@ class CheckResult:
     """The load held: rate (or concurrency), duration_s, achieved_rps."""
     details: Dict = field(default_factory=dict)
     """Everything measured, for the JSON report."""
+    missed_bounds: List[str] = field(default_factory=list)
+    """Latency bounds the check missed: failures when judge_latency is set, notes otherwise."""
+    judge_latency: bool = True
+    """Whether a missed latency bound fails the check (the full suite) or is only reported (the quick one)."""
 
     @property
     def passed(self) -> bool:
         """True when the check ran and nothing failed."""
-        return self.skipped is None and not self.failures
+        return self.skipped is None and not self.failures and not (self.judge_latency and self.missed_bounds)
 
     @property
     def verdict(self) -> str:
@@ -48,10 +54,16 @@ class CheckResult:
         if not condition:
             self.failures.append(failure)
 
+    def bound(self, condition: bool, miss: str) -> None:
+        """Records a missed latency bound unless condition holds (see judge_latency)."""
+        if not condition:
+            self.missed_bounds.append(miss)
+
     def to_json(self) -> dict:
         """The result as a JSON-ready dict."""
         return {"name": self.name, "verdict": self.verdict, "summary": self.summary,
-                "failures": self.failures, "skipped": self.skipped, "requests": self.requests,
+                "failures": self.failures, "missed_bounds": self.missed_bounds,
+                "latency_judged": self.judge_latency, "skipped": self.skipped, "requests": self.requests,
                 "lost": self.lost, "faults_survived": self.faults if self.passed else 0,
                 "bad_inputs": self.bad_inputs, "load": self.load, "details": self.details}
 
@@ -75,6 +87,12 @@ def reply_latency_ms(records: Iterable[Record]) -> dict:
 def in_window(measurement: Measurement) -> List[Record]:
     """The records of calls started (or due) inside the measurement window."""
     return [r for r in measurement.records if measurement.window_start <= r.start < measurement.window_end]
+
+
+def is_refused_stream(record: Record) -> bool:
+    """A call the server's HTTP/2 layer refused (REFUSED_STREAM: more streams than it allows at once):
+    never admitted, so never lost, and safe to retry."""
+    return record.code == "UNAVAILABLE" and REFUSED_STREAM in record.details
 
 
 def examples(records: Iterable[Record], limit: int = 5) -> List[str]:

@@ -96,22 +96,25 @@ classify: setup ## classify IMAGES (default data/photos/*) with the server at TA
 	$(PY) -m clients.classify --target $(or $(TARGET),127.0.0.1:$(PORT)) $(or $(IMAGES),$(wildcard data/photos/*.jpg)) $(ARGS)
 
 # Servers run 1 inference thread: the second core serves gRPC and preprocessing beside it (measured:
-# 2 Lite threads on shared cores cost 2.25 instead of 1.68 CPU ms per image). The offline baseline
-# keeps its faster 2 threads.
-bench: setup ## Lite servers at max batch 1 and 16 on the latest model: sweep with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA, offline baseline -> reports/
-	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend mslite --server-arg=--model-name=$(NAME) \
-	  --server-arg=--max-queue-size=512 --server-arg=--threads=1 --max-batch-size 1,16 \
-	  --concurrency 1,2,4,8,16 --images-per-request 1,16 --protocol genet,kserve-grpc,kserve-http --data $(DATA) --out reports $(ARGS)
+# 2 Lite threads on shared cores cost 2.25 instead of 1.68 CPU ms per image). The offline baselines
+# keep their faster 2 threads. Lite and OpenVINO side by side: 4 servers (6 where bf16 is native) x
+# 3 protocols x 2 images-per-request values x 3 levels of 1 + 3 s, then accuracy through each backend.
+BENCH_BACKENDS ?= mslite,openvino:f32,openvino:bf16
+bench: setup ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 1 and 16 on the latest model: c=1,4,16 with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA and the offline baseline of each backend -> reports/
+	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend $(BENCH_BACKENDS) \
+	  --server-arg=--model-name=$(NAME) --server-arg=--max-queue-size=512 --server-arg=--threads=1 --max-batch-size 1,16 \
+	  --concurrency 1,4,16 --warmup 1 --duration 3 --images-per-request 1,16 --protocol genet,kserve-grpc,kserve-http \
+	  --data $(DATA) --out reports $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
-# calibrated on real photos, exported once into REFERENCE_MODELS; server and baselines on 2 threads.
+# calibrated on real photos, exported once into REFERENCE_MODELS; servers and baselines on 2 threads.
 REFERENCE_MODELS ?= reports/reference/models
-bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init) on Lite: concurrency 1,4,16 on data/photos vs offline, ONNX Runtime and OpenVINO -> reports/reference/
+bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init): Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 8, c=1,4,16 on data/photos, each against its offline baseline, and ONNX Runtime -> reports/reference/
 	test -n "$$(ls $(REFERENCE_MODELS)/genet_reference 2>/dev/null)" || $(PY) -m export --random-init --calibrate-bn \
 	  --config training/configs/theta_plus.yaml --name genet_reference --repository $(REFERENCE_MODELS) --formats onnx,mslite
-	$(PY) -m clients.benchmark --start-server --model-repository $(REFERENCE_MODELS) --backend mslite --threads 2 \
+	$(PY) -m clients.benchmark --start-server --model-repository $(REFERENCE_MODELS) --backend $(BENCH_BACKENDS) --threads 2 \
 	  --max-batch-size 8 --concurrency 1,4,16 \
-	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime,openvino --out reports/reference $(ARGS)
+	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime --out reports/reference $(ARGS)
 
 stress: setup ## fault-and-load suite: bad inputs and 4x overload (gRPC and HTTP), cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
 	$(PY) -m clients.stress --report reports/stress.json $(ARGS)

@@ -45,7 +45,7 @@ kill -TERM "$server"
 wait "$server"
 trap - EXIT
 
-step "6/6 bench: latency sweep, dynamic batching vs max batch 1, accuracy on data/fmnist/val, offline baseline"
+step "6/6 bench: Lite and OpenVINO servers side by side, dynamic batching vs max batch 1, accuracy on data/fmnist/val, offline baselines"
 make --no-print-directory bench
 
 step "done: where everything went"

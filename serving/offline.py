@@ -1,14 +1,18 @@
 """Offline baseline: the served model with serving's own preprocessing and backend, in-process, no gRPC.
 
     python -m serving.offline --model-dir models/genet_res50/1 --backend mslite --batch-sizes 1,16 IMAGE...
-    python -m serving.offline --model-dir ... --runtime openvino --precision bf16 IMAGE...
+    python -m serving.offline --model-dir ... --backend openvino --precision f32 IMAGE...
+    python -m serving.offline --model-dir ... --runtime onnxruntime IMAGE...
 
-Runs in the backend's environment (.venv-lite for mslite, Python 3.7) and prints one JSON line:
-{"model_file", "sha256", "runtime_version", "results": [{"batch_size", "throughput_ips",
+Runs in the backend's environment (.venv-lite for mslite, Python 3.7; .venv otherwise) and prints one
+JSON line:
+{"model_file", "sha256", "runtime_version", "precision", "results": [{"batch_size", "throughput_ips",
 "latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "threads"}]}.
 Each iteration preprocesses batch_size images (decode, resize, crop, normalise) and runs them as
 one batch, sequentially in one thread: what one inference call costs end to end without a server
 around it. cpu_ms_per_image counts every thread of the process, the runtime's included.
+--precision (auto, f32, bf16) is the server's option of the same name: bf16 is refused where the CPU
+has no native bf16, never emulated; "precision" in the JSON says what was computed in.
 --runtime onnxruntime|openvino measures that runtime on the version's model.onnx instead of the
 served backend (serving/onnx_runtimes.py, in .venv), with the same preprocessing and loop.
 The benchmark (clients/benchmark/baseline.py) starts it as a subprocess and reads that line.
@@ -16,7 +20,6 @@ The benchmark (clients/benchmark/baseline.py) starts it as a subprocess and read
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -25,11 +28,11 @@ import numpy as np
 
 from latency import latency_summary
 from modelrepo.manifest import read_manifest
-from serving.backends import Backend, create_backend
+from serving.backends import Backend, BackendError, create_backend
 from serving.manifest import served_file
 from serving.onnx_runtimes import RUNTIMES, create_runtime
 from serving.preprocessing import Preprocessor
-from serving.settings import Settings
+from serving.settings import BACKENDS, PRECISIONS, Settings
 
 LOG = logging.getLogger("serving.offline")
 MIN_ITERATIONS = 3
@@ -69,20 +72,17 @@ def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], b
 
 def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_paths: Sequence[str],
         seconds: float, threads: int, device: str, device_id: int, runtime: str = "backend",
-        precision: str = "fp32") -> dict:
+        precision: str = "auto") -> dict:
     """Loads the model like the server does (or the ONNX file in `runtime`) and measures every batch size."""
     manifest = read_manifest(model_dir)
     preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
     if runtime == "backend":
         model_file = served_file(manifest, backend_name)
-        path, sha256 = model_file.path, model_file.sha256
-        model = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads)
+        model = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads,
+                               precision=precision)
     else:
-        entry = manifest.files.get("onnx")
-        if entry is None:
-            raise ValueError(f"{model_dir} has no ONNX file for {runtime}")
-        path, sha256 = os.path.join(model_dir, entry["path"]), entry["sha256"]
-        model = create_runtime(runtime, path, threads, precision)
+        model_file = manifest.file("onnx")
+        model = create_runtime(runtime, model_file, threads, precision)
     images = []
     for image_path in image_paths:
         with open(image_path, "rb") as handle:
@@ -91,11 +91,12 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
         results = []
         for size in batch_sizes:
             results.append(dict(measure_batch_size(model, preprocess, images, size, seconds), threads=threads))
-            LOG.info("offline %s batch %d: %.1f img/s", runtime, size, results[-1]["throughput_ips"])
+            LOG.info("offline %s batch %d: %.1f img/s", model.runtime_version, size, results[-1]["throughput_ips"])
     finally:
         if isinstance(model, Backend):
             model.close()
-    return {"model_file": path, "sha256": sha256, "runtime_version": model.runtime_version, "results": results}
+    return {"model_file": model_file.path, "sha256": model_file.sha256, "runtime_version": model.runtime_version,
+            "precision": model.precision, "results": results}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -104,7 +105,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving.offline", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--model-dir", required=True, help="a model version directory (with manifest.json)")
-    parser.add_argument("--backend", default=defaults.backend, choices=("mslite", "mindspore"))
+    parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS)
     parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,16")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per batch size")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="runtime threads (as the server)")
@@ -112,7 +113,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device-id", type=int, default=defaults.device_id)
     parser.add_argument("--runtime", default="backend", choices=("backend",) + RUNTIMES,
                         help="backend: the served --backend; else that runtime on the version's model.onnx")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="openvino's inference precision")
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="what the runtime computes in, as the server's --precision (bf16: openvino only)")
     return parser.parse_args(argv)
 
 
@@ -124,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
                      args.device_id, args.runtime, args.precision)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report))

@@ -25,15 +25,16 @@ def run_offline(
     python: Optional[str] = None,
     expected_sha256: str = "",
     runtime: str = "backend",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> List[dict]:
     """Offline throughput and latency per batch size of the model in model_dir, without gRPC.
 
     Runs `python -m serving.offline` with the backend's interpreter (.venv-lite for mslite),
     so the same runtime and serving's own preprocessing and backend classes are measured.
     expected_sha256 (the server's model_sha256), when given, must match the file measured.
-    runtime "onnxruntime" or "openvino" measures that runtime on the version's model.onnx instead
-    (at `precision`); `python` must then be an environment that has it.
+    precision is the server's --precision (auto, f32, bf16); each result says what was computed in.
+    runtime "onnxruntime" or "openvino" measures that runtime on the version's model.onnx instead;
+    `python` must then be an environment that has it.
     """
     command = [python or backend_python(backend), "-m", "serving.offline", "--model-dir", str(model_dir),
                "--backend", backend, "--device", device, "--device-id", str(device_id),
@@ -51,4 +52,5 @@ def run_offline(
     if expected_sha256 and report["sha256"] != expected_sha256:
         raise RuntimeError(f"offline baseline measured {report['model_file']} (sha256 {report['sha256']}), "
                            f"not the served model (sha256 {expected_sha256})")
-    return [dict(result, runtime_version=report["runtime_version"]) for result in report["results"]]
+    return [dict(result, runtime_version=report["runtime_version"], precision=report["precision"])
+            for result in report["results"]]

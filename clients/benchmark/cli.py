@@ -14,7 +14,8 @@ from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.report import format_summary, write_report
 from clients.benchmark.runner import LoadPlan, add_efficiency, offline_batch_size, run_levels
-from clients.benchmark.runtimes import RUNTIMES, cpu_description, native_bf16
+from clients.benchmark.runtimes import (BACKENDS, RUNTIMES, BackendChoice, cpu_description, measurable, native_bf16,
+                                       parse_backend)
 from clients.benchmark.servers import ServerSpec
 from clients.channel import join_targets
 from clients.client import ClientError
@@ -39,6 +40,16 @@ def _names(text: str) -> List[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown runtime {', '.join(unknown)}; valid: {', '.join(RUNTIMES)}")
     return names
+
+
+def _backends(text: str) -> List[BackendChoice]:
+    try:
+        choices = [parse_backend(part) for part in text.split(",") if part]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not choices:
+        raise argparse.ArgumentTypeError(f"give a backend: {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(choices))
 
 
 def _protocols(text: str) -> List[str]:
@@ -73,9 +84,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
     servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
-    servers.add_argument("--start-server", action="store_true", help="start `python -m serving` per max batch size")
+    servers.add_argument("--start-server", action="store_true",
+                         help="start `python -m serving` per backend and max batch size")
     servers.add_argument("--model-repository", type=Path, help="models served (and measured offline)")
-    servers.add_argument("--backend", choices=("mslite", "mindspore", "openvino"), default="mslite")
+    servers.add_argument("--backend", type=_backends, default=[BackendChoice("mslite")], metavar="B[:P][,B[:P]...]",
+                         help=f"the servers' backends ({', '.join(BACKENDS)}), each at an optional precision "
+                              "(auto, f32, bf16; default auto), side by side with --start-server, e.g. "
+                              "mslite,openvino:f32,openvino:bf16; each gets its own offline baseline. bf16 on a "
+                              "CPU without native bf16 is skipped and reported so (default mslite)")
     servers.add_argument("--server-python", help="interpreter of the servers and the offline baseline (default: "
                          "this one for the servers' front, the backend's environment for the offline baseline: "
                          ".venv-lite/bin/python for mslite)")
@@ -90,7 +106,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     servers.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
     servers.add_argument("--compare-runtimes", type=_names, default=[], metavar="NAME[,NAME...]",
                          help=f"also measure {' and '.join(RUNTIMES)} in-process on the served version's model.onnx, "
-                              "like the offline baseline (fp32; OpenVINO bf16 too where the CPU has it)")
+                              "like the offline baseline (f32; OpenVINO bf16 too where the CPU has it)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
     add_connection_arguments(parser, target_required=False)
     args = parser.parse_args(argv)
@@ -102,6 +118,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("give --images or --data: the load needs images")
     if args.target and "kserve-http" in args.protocol and not args.http_target:
         parser.error("--protocol kserve-http with --target needs --http-target")
+    if args.target and len(args.backend) > 1:
+        parser.error("--target measures one server: give one --backend (its offline baseline)")
     if args.concurrency is None:
         args.concurrency = [] if args.rate else [1, 2, 4, 8, 16]
     return args
@@ -126,16 +144,24 @@ def load_images(args: argparse.Namespace) -> List[Path]:
     return paths
 
 
-def server_specs(args: argparse.Namespace) -> List[ServerSpec]:
-    """One ServerSpec per --max-batch-size value (one with the server's default when none is given)."""
+def server_specs(args: argparse.Namespace, choice: BackendChoice) -> List[ServerSpec]:
+    """One ServerSpec of `choice` per --max-batch-size value (one with the server's default when none is given)."""
     common = list(args.server_arg) + (["--threads", str(args.threads)] if args.threads else [])
+    if choice.precision != "auto":
+        common += ["--precision", choice.precision]
     if "kserve-http" in args.protocol:
         common += ["--http-port", "0"]
     sizes = args.max_batch_size or [None]
-    return [ServerSpec(label=f"mbs{size}" if size else "server", model_repository=args.model_repository,
-                       backend=args.backend, python=args.server_python,
+    return [ServerSpec(label=f"{choice.label} mbs{size}" if size else choice.label,
+                       model_repository=args.model_repository, backend=choice.name, python=args.server_python,
                        options=tuple(common + (["--max-batch-size", str(size)] if size else [])))
             for size in sizes]
+
+
+def target_backend(args: argparse.Namespace, info) -> BackendChoice:
+    """The backend of a --target server: its own (GetModelInfo), at the precision --backend names for it."""
+    (given,) = args.backend
+    return given if given.name == info.backend or not info.backend else BackendChoice(info.backend)
 
 
 def message_dict(message) -> dict:
@@ -151,37 +177,56 @@ def endpoint(args: argparse.Namespace, spec: Optional[ServerSpec]):
     if spec is None:
         yield args.label, args.target, args.metrics_url, args.http_target
         return
-    with spec.process(args.out / f"server-{spec.label}.log") as server:
+    with spec.process(args.out / f"server-{spec.label.replace(' ', '-')}.log") as server:
         yield spec.label, [server.address], server.metrics_url, server.http_url
 
 
-def measure_servers(args, images, progress) -> dict:
-    """Runs the load levels on every server, accuracy on the last: runs, servers, last model info, accuracy."""
+def measure_servers(args, backends: Sequence[BackendChoice], images, progress) -> dict:
+    """Runs the load levels on every server. Accuracy through the last server of each backend: over every
+    protocol for the first backend, over the first protocol for the others (the protocols are compared
+    once, the backends each once).
+
+    Returns runs, servers, accuracy by series and, by backend label, (backend, model info).
+    """
     plan = LoadPlan(args.concurrency, args.rate, args.images_per_request, args.warmup, args.duration, args.timeout)
-    measured = {"runs": [], "servers": [], "accuracy": None, "accuracy_by_protocol": {}, "info": None}
-    specs = server_specs(args) if args.start_server else [None]
-    for index, spec in enumerate(specs):
-        with endpoint(args, spec) as (label, target, metrics_url, http_target):
-            with client_from_args(args, target) as client:
-                info = measured["info"] = client.model_info()
-            measured["servers"].append({"label": label, "target": ",".join(target), "metrics_url": metrics_url,
-                                        "batching": message_dict(info.batching),
-                                        "options": list(spec.options) if spec else None})
-            for protocol in args.protocol:
-                # Several protocols: one series each ("mbs16 kserve-grpc"); genet alone keeps the plain label.
-                series = label if args.protocol == ["genet"] else f"{label} {protocol}"
-                with protocol_client(args, protocol, target, http_target, info.name) as client:
-                    runs = run_levels(client, images, plan, series, info.batching.max_batch_size or None,
-                                      metrics_url, progress)
-                    measured["runs"] += [dict(run, protocol=protocol) for run in runs]
-                    if args.data and index == len(specs) - 1:
-                        chunk = min(16, info.limits.max_images_per_request or 16)
-                        accuracy = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
-                                                    progress.count(f"{series} accuracy"))
-                        progress.done()
-                        measured["accuracy_by_protocol"][protocol] = accuracy
-                        measured["accuracy"] = measured["accuracy"] or accuracy
+    measured = {"runs": [], "servers": [], "accuracy": {}, "backends": {}}
+    if not args.start_server:
+        measure_server(args, None, None, images, plan, progress, measured, args.protocol if args.data else [])
+        return measured
+    for number, choice in enumerate(backends):
+        specs = server_specs(args, choice)
+        accuracy = (args.protocol if number == 0 else args.protocol[:1]) if args.data else []
+        for index, spec in enumerate(specs):
+            measure_server(args, choice, spec, images, plan, progress, measured,
+                           accuracy if index == len(specs) - 1 else [])
     return measured
+
+
+def measure_server(args, choice: Optional[BackendChoice], spec: Optional[ServerSpec], images, plan: LoadPlan,
+                   progress, measured: dict, accuracy_protocols: Sequence[str]) -> None:
+    """One server (started from spec, or --target): every protocol's load levels, then accuracy over --data
+    through each of accuracy_protocols."""
+    with endpoint(args, spec) as (label, target, metrics_url, http_target):
+        with client_from_args(args, target) as client:
+            info = client.model_info()
+        choice = choice or target_backend(args, info)
+        measured["backends"][choice.label] = (choice, info)
+        measured["servers"].append({"label": label, "backend": choice.label, "runtime_version": info.runtime_version,
+                                    "target": ",".join(target), "metrics_url": metrics_url,
+                                    "batching": message_dict(info.batching),
+                                    "options": list(spec.options) if spec else None})
+        for protocol in args.protocol:
+            # Several protocols: one series each ("mslite mbs16 kserve-grpc"); genet alone keeps the server's label.
+            series = label if args.protocol == ["genet"] else f"{label} {protocol}"
+            with protocol_client(args, protocol, target, http_target, info.name) as client:
+                runs = run_levels(client, images, plan, series, info.batching.max_batch_size or None,
+                                  metrics_url, progress)
+                measured["runs"] += [dict(run, backend=choice.label, protocol=protocol) for run in runs]
+                if protocol in accuracy_protocols:
+                    chunk = min(16, info.limits.max_images_per_request or 16)
+                    measured["accuracy"][series] = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
+                                                                    progress.count(f"{series} accuracy"))
+                    progress.done()
 
 
 def protocol_client(args: argparse.Namespace, protocol: str, target: Sequence[str], http_target: Optional[str],
@@ -199,37 +244,44 @@ def offline_sizes(args, runs) -> List[int]:
     return args.offline_batch_sizes or sorted({b for b in map(offline_batch_size, runs) if b}) or [1]
 
 
-def measure_offline(args, info, runs, images) -> List[dict]:
-    """The offline baseline at the runs' batch sizes; [] when skipped or failed (the runs are kept)."""
+def measure_offline(args, measured: dict, images) -> List[dict]:
+    """The offline baseline of each measured backend at the batch sizes its runs formed, its rows labelled
+    with the backend; a backend whose baseline fails is reported without one (its runs are kept)."""
     if args.no_offline or not args.model_repository:
         logger.warning("offline baseline skipped (%s)", "--no-offline" if args.no_offline else "no --model-repository")
         return []
-    model_dir = args.model_repository / info.name / info.version
-    try:
-        return run_offline(model_dir, info.backend or args.backend, offline_sizes(args, runs), images,
-                           args.offline_seconds, args.threads, info.device or "cpu", info.device_id, args.server_python,
-                           info.model_sha256)
-    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
-        logger.error("offline baseline failed, reported without it: %s", error)
-        return []
+    rows = []
+    for label, (choice, info) in measured["backends"].items():
+        runs = [run for run in measured["runs"] if run["backend"] == label]
+        model_dir = args.model_repository / info.name / info.version
+        try:
+            results = run_offline(model_dir, choice.name, offline_sizes(args, runs), images, args.offline_seconds,
+                                  args.threads, info.device or "cpu", info.device_id, args.server_python,
+                                  info.model_sha256, precision=choice.precision)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+            logger.error("%s offline baseline failed, reported without it: %s", label, error)
+            continue
+        rows += [dict(result, backend=label) for result in results]
+    return rows
 
 
-def measure_runtimes(args, info, runs, images, cpu: dict) -> List[dict]:
+def measure_runtimes(args, measured: dict, images, cpu: dict) -> List[dict]:
     """The --compare-runtimes baselines at the offline batch sizes, one row per runtime, precision and size."""
     if not args.compare_runtimes or not args.model_repository:
         return []
-    sizes = offline_sizes(args, runs)
+    sizes = offline_sizes(args, measured["runs"])
+    choice, info = next(iter(measured["backends"].values()))
     model_dir = args.model_repository / info.name / info.version
     rows = []
     for runtime in args.compare_runtimes:
-        for precision in ("fp32", "bf16") if runtime == "openvino" and native_bf16(cpu["flags"]) else ("fp32",):
+        for precision in ("f32", "bf16") if runtime == "openvino" and native_bf16(cpu["flags"]) else ("f32",):
             try:
-                results = run_offline(model_dir, args.backend, sizes, images, args.offline_seconds, args.threads,
+                results = run_offline(model_dir, choice.name, sizes, images, args.offline_seconds, args.threads,
                                       python=sys.executable, runtime=runtime, precision=precision)
             except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
                 logger.error("%s %s baseline failed, reported without it: %s", runtime, precision, error)
                 continue
-            rows += [dict(result, runtime=runtime, precision=precision) for result in results]
+            rows += [dict(result, runtime=runtime) for result in results]
     return rows
 
 
@@ -238,25 +290,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress = ProgressLine()
+    cpu = cpu_description()
     try:
+        backends, skipped = measurable(args.backend, cpu) if args.start_server else (args.backend, [])
         images = load_images(args)
-        measured = measure_servers(args, images, progress)
-        offline = measure_offline(args, measured["info"], measured["runs"], images)
-        cpu = cpu_description()
-        runtimes = measure_runtimes(args, measured["info"], measured["runs"], images, cpu)
+        measured = measure_servers(args, backends, images, progress)
+        offline = measure_offline(args, measured, images)
+        runtimes = measure_runtimes(args, measured, images, cpu)
     except (ClientError, OSError, RuntimeError, ValueError) as error:
         progress.done()
         print(f"error: {error}", file=sys.stderr)
         return 1
     add_efficiency(measured["runs"], offline)
-    server = message_dict(measured["info"])
-    report = {"runs": measured["runs"], "offline": offline, "accuracy": measured["accuracy"],
-              "accuracy_by_protocol": measured["accuracy_by_protocol"], "server": server,
-              "servers": measured["servers"], "images": [str(p) for p in images], "runtimes": runtimes, "cpu": cpu}
+    _, info = next(iter(measured["backends"].values()))
+    accuracy = measured["accuracy"]
+    report = {"runs": measured["runs"], "offline": offline, "accuracy": next(iter(accuracy.values()), None),
+              "accuracy_by_server": accuracy, "server": message_dict(info), "servers": measured["servers"],
+              "backends": list(measured["backends"]), "skipped": skipped, "images": [str(p) for p in images],
+              "runtimes": runtimes, "cpu": cpu}
     paths = write_report(report, args.out)
     print(format_summary(report))
-    if len(report["accuracy_by_protocol"]) > 1:
-        print("\n" + "\n".join(f"top-1 via {protocol}: {accuracy['top1']:.2%} ({accuracy['failed']} failed)"
-                                for protocol, accuracy in report["accuracy_by_protocol"].items()))
     print(f"\nreport: {', '.join((str(p) for p in paths.values()))}")
     return 0

@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from clients.benchmark import server_metrics
 from clients.benchmark.load import run_closed_loop, run_open_loop
@@ -87,10 +87,16 @@ def offline_batch_size(run: dict) -> Optional[int]:
 
 
 def add_efficiency(runs: List[dict], offline: List[dict]) -> None:
-    """Sets each closed-loop run's offline_batch_size and efficiency (server img/s / offline img/s)."""
-    by_batch = {entry["batch_size"]: entry["throughput_ips"] for entry in offline}
+    """Sets each closed-loop run's offline_batch_size and efficiency: server img/s / img/s of its own backend's
+    offline baseline at that batch size (None without one)."""
+    by_batch = offline_throughput(offline)
     for run in runs:
         batch = offline_batch_size(run)
         run["offline_batch_size"] = batch
-        offline_ips = by_batch.get(batch)
+        offline_ips = by_batch.get((run.get("backend"), batch))
         run["efficiency"] = round(run["throughput_ips"] / offline_ips, 3) if offline_ips else None
+
+
+def offline_throughput(offline: List[dict]) -> Dict[Tuple[Optional[str], int], float]:
+    """Offline img/s by (backend label, batch size)."""
+    return {(entry.get("backend"), entry["batch_size"]): entry["throughput_ips"] for entry in offline}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from clients.benchmark.cli import load_images, main, parse_args
-from clients.benchmark.report import panel_series
+from clients.benchmark.report import format_summary, panel_series, series_styles
+from clients.benchmark.runtimes import BackendChoice, measurable, native_bf16, parse_backend
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 
@@ -44,8 +45,8 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
 
     runs = report["runs"]
     assert [(r["server"], r["max_batch_size"], r["images_per_request"], r["concurrency"]) for r in runs] == [
-        ("mbs1", 1, 1, 1), ("mbs1", 1, 1, 4), ("mbs1", 1, 2, 1), ("mbs1", 1, 2, 4),
-        ("mbs4", 4, 1, 1), ("mbs4", 4, 1, 4), ("mbs4", 4, 2, 1), ("mbs4", 4, 2, 4)]
+        ("mslite mbs1", 1, 1, 1), ("mslite mbs1", 1, 1, 4), ("mslite mbs1", 1, 2, 1), ("mslite mbs1", 1, 2, 4),
+        ("mslite mbs4", 4, 1, 1), ("mslite mbs4", 4, 1, 4), ("mslite mbs4", 4, 2, 1), ("mslite mbs4", 4, 2, 4)]
     for run in runs:
         assert run["errors"] == {} and run["successful"] == run["requests"] > 0
         assert run["throughput_ips"] > 0
@@ -55,8 +56,8 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
                                                 run["max_batch_size"])
         assert run["efficiency"] > 0
         assert run["cpu_ms_per_image"]["server"] > 0 and run["cpu_ms_per_image"]["client"] > 0
-    assert {r["mean_batch_size"] for r in runs if r["server"] == "mbs1"} == {1.0}
-    assert [r["mean_batch_size"] for r in runs if r["server"] == "mbs4" and r["concurrency"] == 1] == [1.0, 2.0]
+    assert {r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs1"} == {1.0}
+    assert [r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs4" and r["concurrency"] == 1] == [1.0, 2.0]
 
     assert [entry["batch_size"] for entry in report["offline"]] == [1, 2, 4]
     for entry in report["offline"]:
@@ -75,8 +76,74 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "benchmark.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["source"] for row in rows] == ["mbs1"] * 4 + ["mbs4"] * 4 + ["offline"] * 3
+    assert [row["source"] for row in rows] == ["mslite mbs1"] * 4 + ["mslite mbs4"] * 4 + ["offline mslite"] * 3
     assert all(float(row["server_cpu_ms_per_image"]) > 0 for row in rows)
+
+
+def test_lite_and_openvino_servers_side_by_side_each_against_its_own_offline_baseline(
+        model_repository, images, labelled_folder, tmp_path):
+    out = tmp_path / "report"
+    status = main(["--start-server", "--model-repository", str(model_repository),
+                   "--backend", "mslite,openvino:f32,openvino:bf16", "--max-batch-size", "4", "--concurrency", "2",
+                   "--warmup", "0.2", "--duration", "0.5", "--images", *images, "--data", str(labelled_folder),
+                   "--offline-seconds", "0.2", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    bf16 = native_bf16(report["cpu"]["flags"])
+    measured = ["mslite", "openvino-f32"] + (["openvino-bf16"] if bf16 else [])
+    assert report["backends"] == measured
+    assert [entry["backend"] for entry in report["skipped"]] == ([] if bf16 else ["openvino-bf16"])
+    assert all("no native bf16" in entry["reason"] for entry in report["skipped"])
+    assert [(s["label"], s["backend"]) for s in report["servers"]] == [(f"{b} mbs4", b) for b in measured]
+    openvino_server = report["servers"][1]
+    assert openvino_server["runtime_version"].startswith("openvino ")
+    assert openvino_server["runtime_version"].endswith(" f32")
+    assert openvino_server["options"][-4:] == ["--precision", "f32", "--max-batch-size", "4"]
+
+    assert [(r["backend"], r["concurrency"]) for r in report["runs"]] == [(b, 2) for b in measured]
+    assert [(e["backend"], e["batch_size"]) for e in report["offline"]] == [(b, 2) for b in measured]
+    offline = {(e["backend"], e["batch_size"]): e for e in report["offline"]}
+    assert offline[("mslite", 2)]["precision"] == offline[("openvino-f32", 2)]["precision"] == "f32"
+    assert offline[("openvino-f32", 2)]["runtime_version"].startswith("openvino")
+    assert not offline[("mslite", 2)]["runtime_version"].startswith("openvino")
+    if bf16:
+        assert offline[("openvino-bf16", 2)]["precision"] == "bf16"
+    for run in report["runs"]:  # each run against its own backend's offline baseline
+        own = offline[(run["backend"], run["offline_batch_size"])]["throughput_ips"]
+        assert run["efficiency"] == round(run["throughput_ips"] / own, 3)
+    assert list(report["accuracy_by_server"]) == [f"{b} mbs4" for b in measured]
+    assert {a["images"] for a in report["accuracy_by_server"].values()} == {5}
+
+    with open(out / "benchmark.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["source"], row["backend"]) for row in rows] == (
+        [(f"{b} mbs4", b) for b in measured] + [(f"offline {b}", b) for b in measured])
+    summary = format_summary(report)
+    lines = summary.splitlines()
+    for backend in measured:  # its runs, and its offline row named by backend and runtime
+        assert any(line.startswith(f"{backend} mbs4 ") for line in lines)
+        runtime = offline[(backend, 2)]["runtime_version"]
+        assert any(line.startswith(f"{backend} ") and runtime in line for line in lines)
+    assert ("skipped backend openvino-bf16" in summary) != bf16
+    assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backend_entries_name_a_precision_and_bf16_needs_a_cpu_that_has_it():
+    assert parse_backend("openvino") == BackendChoice("openvino", "auto")
+    assert [parse_backend(text).label for text in ("mslite", "openvino", "openvino:f32", "openvino:bf16")] == [
+        "mslite", "openvino", "openvino-f32", "openvino-bf16"]
+    for text, message in (("mslite:bf16", "f32 only"), ("openvino:fp16", "unknown precision"),
+                          ("tf", "unknown backend")):
+        with pytest.raises(ValueError, match=message):
+            parse_backend(text)
+    choices = [parse_backend(text) for text in ("mslite", "openvino", "openvino:bf16")]
+    avx2 = {"model": "an AVX2 CPU", "flags": ["avx2", "fma"]}
+    measured, skipped = measurable(choices, avx2)  # auto stays: the server computes in f32 there
+    assert [choice.label for choice in measured] == ["mslite", "openvino"]
+    assert [entry["backend"] for entry in skipped] == ["openvino-bf16"] and "no native bf16" in skipped[0]["reason"]
+    assert measurable(choices, {"model": "a CPU with AMX", "flags": ["amx_bf16"]}) == (choices, [])
+    with pytest.raises(ValueError, match="no --backend left"):
+        measurable(choices[2:], avx2)
 
 
 def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tmp_path):
@@ -129,3 +196,14 @@ def test_the_plot_draws_one_series_per_server_and_images_per_request_value():
         for server, series in by_server.items():
             assert [(r["server"], r["images_per_request"], r["concurrency"]) for r in series] == [
                 (server, images_per_request, 1), (server, images_per_request, 16)]
+
+
+def test_the_plot_colours_each_server_and_marks_each_protocol():
+    runs = [dict(_run(f"{backend} mbs{mbs} {protocol}", 1, 1), backend=backend, max_batch_size=mbs, protocol=protocol)
+            for backend in ("mslite", "openvino-f32") for mbs in (1, 16) for protocol in ("genet", "kserve-http")]
+    styles = series_styles(runs)
+    assert len(styles) == 8
+    assert len({colour for colour, _ in styles.values()}) == 4  # a colour per (backend, max batch size)
+    assert styles["mslite mbs1 genet"][0] == styles["mslite mbs1 kserve-http"][0]
+    assert {marker for _, marker in styles.values()} == {styles["mslite mbs1 genet"][1],
+                                                          styles["mslite mbs1 kserve-http"][1]}

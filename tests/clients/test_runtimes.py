@@ -9,6 +9,7 @@ import pytest
 from clients.benchmark.cli import main
 from clients.benchmark.runtimes import RUNTIMES, cpu_description, native_bf16
 from modelrepo.manifest import read_manifest
+from serving.backends import BackendError
 from serving.onnx_runtimes import RUNTIMES as OFFLINE_RUNTIMES, create_runtime
 from serving.preprocessing import Preprocessor
 
@@ -27,8 +28,7 @@ def test_openvino_computes_the_logits_of_onnx_runtime_at_several_batch_sizes(ver
     manifest = read_manifest(str(version_dir))
     preprocess = Preprocessor(manifest.preprocessing, 40000000)
     batch = np.stack([preprocess(open(path, "rb").read()) for path in images])
-    onnx_path = str(version_dir / manifest.files["onnx"]["path"])
-    runtimes = [create_runtime(name, onnx_path, threads=2, precision="fp32") for name in RUNTIMES]
+    runtimes = [create_runtime(name, manifest.file("onnx"), threads=2, precision="f32") for name in RUNTIMES]
     for size in (1, len(batch), 2):  # OpenVINO reshapes its compiled model for each new size
         logits = [runtime.predict(batch[:size]) for runtime in runtimes]
         assert logits[0].shape == (size, manifest.num_classes)
@@ -39,10 +39,11 @@ def test_openvino_computes_the_logits_of_onnx_runtime_at_several_batch_sizes(ver
 def test_bf16_is_refused_with_a_reason_where_the_cpu_lacks_it(version_dir):
     if native_bf16(cpu_description()["flags"]):
         pytest.skip("this CPU computes bf16 natively")
-    with pytest.raises(ValueError, match="no native bf16"):
-        create_runtime("openvino", str(version_dir / "model.onnx"), threads=1, precision="bf16")
-    with pytest.raises(ValueError, match="fp32 only"):
-        create_runtime("onnxruntime", str(version_dir / "model.onnx"), threads=1, precision="bf16")
+    onnx_file = read_manifest(str(version_dir)).file("onnx")
+    with pytest.raises(BackendError, match="no native bf16"):
+        create_runtime("openvino", onnx_file, threads=1, precision="bf16")
+    with pytest.raises(BackendError, match="f32 only"):
+        create_runtime("onnxruntime", onnx_file, threads=1, precision="bf16")
 
 
 def test_benchmark_reports_the_runtimes_beside_the_offline_baseline(model_repository, images, tmp_path):
@@ -52,8 +53,8 @@ def test_benchmark_reports_the_runtimes_beside_the_offline_baseline(model_reposi
                    "--offline-seconds", "0.2", "--compare-runtimes", ",".join(RUNTIMES), "--out", str(out)])
     assert status == 0
     report = json.loads((out / "benchmark.json").read_text())
-    precisions = ["fp32", "bf16"] if native_bf16(report["cpu"]["flags"]) else ["fp32"]
-    expected = [("onnxruntime", "fp32", size) for size in (1, 4)] + [
+    precisions = ["f32", "bf16"] if native_bf16(report["cpu"]["flags"]) else ["f32"]
+    expected = [("onnxruntime", "f32", size) for size in (1, 4)] + [
         ("openvino", precision, size) for precision in precisions for size in (1, 4)]
     assert [(row["runtime"], row["precision"], row["batch_size"]) for row in report["runtimes"]] == expected
     for row in report["runtimes"]:
@@ -63,4 +64,4 @@ def test_benchmark_reports_the_runtimes_beside_the_offline_baseline(model_reposi
     assert [run["efficiency"] > 0 for run in report["runs"]] == [True, True]  # against the served backend only
     with open(out / "benchmark.csv") as handle:
         sources = [row["source"] for row in csv.DictReader(handle)]
-    assert sources.count("offline") == 2 and sources.count("offline onnxruntime fp32") == 2
+    assert sources.count("offline mslite") == 2 and sources.count("offline onnxruntime f32") == 2

@@ -41,7 +41,8 @@ def csv_rows(report: dict) -> List[dict]:
     for run in report["runs"]:
         rows.append(dict(
             source=run["server"], backend=run.get("backend"), max_batch_size=run.get("max_batch_size"),
-            mode=run["mode"], level=run.get("concurrency", run.get("rate")), images_per_request=run["images_per_request"],
+            mode=run["mode"], level=run.get("concurrency", run.get("rate")),
+            images_per_request=run["images_per_request"],
             throughput_ips=run["throughput_ips"], throughput_rps=run["throughput_rps"],
             mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 from modelrepo.checksums import sha256_of
@@ -56,6 +56,8 @@ class ModelFile:
     sha256: str
     input_layout: str
     batch: str
+    verified_precisions: Tuple[str, ...] = ()
+    """The precisions (f32, bf16) export verified the serving runtime in on this file (serving.manifest)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class Manifest:
     output: Dict[str, Any]
     preprocessing: Preprocessing
     files: Dict[str, Dict[str, Any]]
+    verification: Dict[str, Any] = field(default_factory=dict)
+    """What export verified: inputs, tolerance and one result per file and runtime (docs/architecture.md)."""
 
     @property
     def num_classes(self) -> int:
@@ -107,7 +111,7 @@ def read_manifest(directory) -> Manifest:
         manifest = Manifest(name=str(raw["name"]), version=str(raw["version"]), directory=directory,
                             model=dict(raw["model"]), labels=labels, input=dict(raw["input"]),
                             output=dict(raw["output"]), preprocessing=_preprocessing(raw["preprocessing"]),
-                            files=dict(raw["files"]))
+                            files=dict(raw["files"]), verification=dict(raw.get("verification") or {}))
     except (KeyError, TypeError, ValueError) as error:
         raise ManifestError(f"{path}: malformed manifest ({type(error).__name__}: {error})") from None
     _check_consistent(manifest, path)

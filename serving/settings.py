@@ -62,9 +62,10 @@ class Settings:
     backend: str = _doc("Inference runtime: mslite (MindSpore Lite, .ms), mindspore (MINDIR) or openvino "
                         "(OpenVINO on the CPU, the ONNX file).", "mslite")
     precision: str = _doc(
-        "What the runtime computes in: auto (bf16 where the CPU has native bf16 and the backend offers it: "
-        "openvino; else f32), f32, or bf16 (openvino on a CPU with AVX512-BF16 or AMX only; refused elsewhere). "
-        "GetModelInfo's runtime_version and genet_inference_precision say which is served.", "auto")
+        "What the runtime computes in: auto (bf16 where the CPU has native bf16, the backend offers it "
+        "(openvino) and export verified the version in bf16; else f32), f32, or bf16 (openvino on a CPU with "
+        "AVX512-BF16 or AMX, on a version verified in bf16, only; refused elsewhere). GetModelInfo's "
+        "runtime_version and genet_inference_precision say which is served.", "auto")
     device: str = _doc("Device to run on: cpu, ascend or gpu (fails at start if absent).", "cpu")
     device_id: int = _doc("Index of the Ascend or GPU device.", 0)
     threads: int = _doc("Inference threads of the runtime in each worker (CPU).", 2)

@@ -3,9 +3,11 @@
 One model compiled with the ONNX file's dynamic batch dimension; the warm-up runs every size of
 serving.backends.batch_sizes once, so no request pays for a new shape. `--precision auto` computes
 in bf16 where the CPU has it natively (AVX512-BF16 or AMX: OpenVINO lists BF16 among the CPU's
-capabilities) and in f32 elsewhere; an explicit bf16 on a CPU without it is refused, never emulated.
-The precision is explicit either way: OpenVINO itself would pick bf16 on such CPUs unasked. Runs in
-a .venv worker (serving.workers), like the other backends.
+capabilities) and export verified bf16 on the file (the manifest's result "openvino-bf16"), and in f32
+elsewhere, with a warning where only the verification is missing; an explicit bf16 on a CPU without it
+is refused, never emulated, and so is one on a version not verified in bf16. The precision is explicit
+either way: OpenVINO itself would pick bf16 on such CPUs unasked. Runs in a .venv worker
+(serving.workers), like the other backends.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from serving.backends import Backend, BackendError
 
 LOG = logging.getLogger(__name__)
 PRECISIONS = ("auto", "f32", "bf16")
+UNVERIFIED_BF16 = ("export did not verify this version in bf16: the manifest's verification result 'openvino-bf16' "
+                   "is absent (exported before bf16 was verified), skipped (exported on a CPU without native bf16: "
+                   "re-export it on one with AVX512-BF16 or AMX) or failed (bf16 changed the top-1 class of a "
+                   "verification image)")
 
 
 def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, precision: str) -> "OpenVinoBackend":
@@ -29,22 +35,33 @@ def create(model_file: ModelFile, *, device: str, device_id: int, threads: int, 
         raise BackendError(f"the OpenVINO backend runs on the CPU only, not --device {device}")
     with onednn_uncapped():
         core = openvino.Core()
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         return OpenVinoBackend(core, model_file, threads,
-                               resolve_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+                               resolve_precision(precision, capabilities, model_file.verified_precisions))
 
 
-def resolve_precision(requested: str, capabilities: Sequence[str]) -> str:
-    """The precision to compute in: bf16 for auto where the CPU has native bf16, else f32; BackendError for
-    bf16 on a CPU without it."""
+def resolve_precision(requested: str, capabilities: Sequence[str], verified: Sequence[str]) -> str:
+    """The precision to compute in on a CPU with these OpenVINO `capabilities`, for a file export verified in
+    the `verified` precisions (ModelFile.verified_precisions).
+
+    auto is bf16 where the CPU has native bf16 and export verified bf16, else f32 (with a warning when only the
+    verification is missing); an explicit bf16 on a CPU without it, or on a version not verified in bf16, is
+    refused (BackendError).
+    """
     if requested not in PRECISIONS:
         raise BackendError(f"invalid --precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     native_bf16 = "BF16" in capabilities
-    if requested == "bf16" and not native_bf16:
+    if requested == "f32" or (requested == "auto" and not native_bf16):
+        return "f32"
+    if not native_bf16:
         raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: "
                            f"{', '.join(capabilities)}; it needs AVX512-BF16 or AMX); serve --precision f32 or auto")
-    if requested == "auto":
-        return "bf16" if native_bf16 else "f32"
-    return requested
+    if "bf16" in verified:
+        return "bf16"
+    if requested == "bf16":
+        raise BackendError(f"--precision bf16: {UNVERIFIED_BF16}; serve --precision f32 or auto")
+    LOG.warning("--precision auto serves f32 although this CPU has native bf16: %s", UNVERIFIED_BF16)
+    return "f32"
 
 
 class OpenVinoBackend(Backend):

@@ -7,7 +7,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from export.verify import BATCH_SIZES, TOLERANCE
+from export.verify import BATCH_SIZES, TOLERANCE, TOP1_AGREEMENT, bf16_unverifiable, openvino_capabilities
 from modelrepo.checksums import sha256_of
 from tests.export.conftest import write_config
 from training.presets import EvalPreset
@@ -16,6 +16,7 @@ MANIFEST_KEYS = {"schema_version", "name", "version", "created_utc", "model", "l
                  "input", "output", "preprocessing", "files", "skipped", "source_checkpoint",
                  "runtime_versions", "verification"}
 CORE_FILES = {"mindir": "model.mindir", "onnx": "model.onnx", "mslite": "model.ms"}
+NATIVE_BF16 = bf16_unverifiable(openvino_capabilities()) is None
 
 
 def test_last_line_is_the_first_version_directory(exported):
@@ -62,14 +63,36 @@ def test_manifest_records_passed_verification(exported):
     assert verification["batch_sizes"] == list(BATCH_SIZES)
     assert (verification["tolerance"], verification["tolerance_kind"]) == (TOLERANCE, "relative")
     scale = verification["reference_max_abs_logit"]
-    assert set(verification["results"]) == set(CORE_FILES) | {"openvino"}
+    assert set(verification["results"]) == set(CORE_FILES) | {"openvino", "openvino-bf16"}
     assert {key: verification["results"]["openvino"][key] for key in ("file", "precision")} == {
         "file": "onnx", "precision": "f32"}
     for fmt, result in verification["results"].items():
+        if fmt == "openvino-bf16":
+            continue  # judged by top-1 agreement alone (below)
         assert result["passed"] and result["top1_equal"], fmt
         assert 0 <= result["max_rel_diff"] <= TOLERANCE, fmt
         assert result["max_abs_diff"] == pytest.approx(result["max_rel_diff"] * scale), fmt
         assert set(result["batches"]) == {f"batch{size}" for size in BATCH_SIZES}, fmt
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
+def test_manifest_records_bf16_verified_by_top1_agreement_with_its_differences(exported):
+    result = exported["manifest"]["verification"]["results"]["openvino-bf16"]
+    assert {key: result[key] for key in ("file", "precision", "criterion")} == {
+        "file": "onnx", "precision": "bf16", "criterion": TOP1_AGREEMENT}
+    assert result["passed"] and result["top1_equal"]
+    assert set(result["batches"]) == {f"batch{size}" for size in BATCH_SIZES}
+    assert all(batch["top1_equal"] for batch in result["batches"].values())
+    # Computed in bf16 for real: differences far beyond f32's, recorded though not judged.
+    assert result["max_rel_diff"] > TOLERANCE
+    assert result["max_abs_diff"] == pytest.approx(
+        result["max_rel_diff"] * exported["manifest"]["verification"]["reference_max_abs_logit"])
+
+
+@pytest.mark.skipif(NATIVE_BF16, reason="this CPU has native bf16")
+def test_manifest_records_bf16_as_skipped_with_the_reason_without_native_bf16(exported):
+    result = exported["manifest"]["verification"]["results"]["openvino-bf16"]
+    assert "passed" not in result and result["skipped"].startswith("this CPU has no native bf16")
 
 
 def test_checkpoint_export_is_version_2_and_leaves_version_1_untouched(exported, tiny_run_dir,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from export.verify import BATCH_SIZES, TOLERANCE
+from export.verify import BATCH_SIZES, TOLERANCE, TOP1_AGREEMENT
 from tests.conftest import MODEL_NAME, export_random
 
 CPU_FORMATS = ("mindir", "onnx", "mslite")
@@ -26,6 +26,9 @@ def assert_verified_reference(repository, variant):
         result = verification["results"][fmt]
         assert result["passed"] and result["top1_equal"], (fmt, result)
         assert result["max_rel_diff"] <= TOLERANCE, (fmt, result)
+    # Published whatever bf16 gives: at random weights it reorders near-tied logits (README, Export).
+    bf16 = verification["results"]["openvino-bf16"]
+    assert bf16["criterion"] == TOP1_AGREEMENT and ("skipped" in bf16 or bf16["passed"] == bf16["top1_equal"])
 
 
 def test_reference_theta_plus_is_verified_in_every_cpu_format(reference_repository):

@@ -11,8 +11,9 @@ from export.errors import ExportError
 from export.lite import lite_python
 from export.network import random_network
 from export.samples import preprocessed_images, verification_batches
-from export.verify import (BATCH_SIZES, RUNNERS, SERVER_MAX_BATCH_SIZE, TOLERANCE, compare,
-                           reference_logits, verify_files)
+from export.verify import (BATCH_SIZES, RUNNERS, SERVER_MAX_BATCH_SIZE, TOLERANCE, TOP1_AGREEMENT,
+                           bf16_unverifiable, compare, describe_failure, openvino_capabilities,
+                           reference_logits, verify_files, verify_served)
 from serving.backends import batch_sizes
 from serving.settings import Settings
 from tests.export.conftest import REPO_ROOT
@@ -20,6 +21,7 @@ from training.config import load_config
 
 # One Lite Model resized through these sizes computes wrong logits at some of them (Lite 2.0).
 RESIZE_SEQUENCE = (1, 2, 1, 6, 4, 3, 2, 5, 6, 1)
+NATIVE_BF16 = bf16_unverifiable(openvino_capabilities()) is None
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,25 @@ def test_compare_is_relative_to_the_logit_scale(expected_logits):
     nudged = {key: logits * (1 + TOLERANCE / 2) for key, logits in scaled.items()}
     result = compare(scaled, nudged)
     assert result["passed"] and result["max_abs_diff"] > TOLERANCE
+
+
+def test_bf16_is_skipped_with_the_reason_on_a_cpu_without_native_bf16(exported, photo_batches, expected_logits):
+    result = verify_served(expected_logits, exported["dir"] / "model.onnx", photo_batches, "bf16", ["FP32", "INT8"])
+    assert result == {"criterion": TOP1_AGREEMENT, "skipped": "this CPU has no native bf16 (OpenVINO CPU "
+                                                              "capabilities: FP32, INT8; it needs AVX512-BF16 or AMX)"}
+    assert bf16_unverifiable(["FP32", "BF16", "INT8"]) is None
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
+def test_a_bf16_top1_disagreement_is_recorded_and_named_but_does_not_fail_the_export(exported, tiny_model,
+                                                                                     tiny_network):
+    # Random inputs give some images two nearly equal logits: bf16 changes a few of their top-1 classes.
+    side = tiny_model["image_size"]
+    batches = {"noise256": np.random.RandomState(0).normal(0, 1, (256, 3, side, side)).astype(np.float32)}
+    results = verify_files(reference_logits(tiny_network, batches), {"onnx": exported["dir"] / "model.onnx"},
+                           batches)
+    assert results["onnx"]["passed"] and results["openvino"]["passed"]
+    bf16 = results["openvino-bf16"]
+    assert (bf16["passed"], bf16["top1_equal"], bf16["criterion"]) == (False, False, TOP1_AGREEMENT)
+    assert describe_failure(bf16, TOLERANCE).startswith(
+        "the top-1 class differs at noise256 (judged by top-1 agreement alone; logits differ by up to")

@@ -1,4 +1,8 @@
 """The OpenVINO backend: a real worker against ONNX Runtime on the same ONNX file, and its precision."""
+import json
+import logging
+import shutil
+
 import numpy as np
 import onnxruntime
 import openvino
@@ -14,6 +18,7 @@ from serving.manifest import served_file
 from serving.preprocessing import Preprocessor
 from serving.settings import Settings
 from serving.workers.proxy import WorkerBackend
+from tests.modelrepo.versions import rewrite_manifest
 
 MAX_BATCH_SIZE = 4
 NATIVE_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -23,6 +28,18 @@ def start_worker(version_dir, precision: str) -> WorkerBackend:
     """An OpenVINO worker on the tiny model's ONNX file, one thread."""
     return WorkerBackend("openvino", served_file(read_manifest(str(version_dir)), "openvino"), device="cpu",
                          device_id=0, threads=1, precision=precision)
+
+
+@pytest.fixture
+def unverified_bf16_repository(version_dir, tmp_path):
+    """A repository holding a copy of the tiny version whose manifest has no bf16 result, like a version exported
+    before bf16 was verified."""
+    copy = tmp_path / "models" / version_dir.parent.name / version_dir.name
+    shutil.copytree(version_dir, copy)
+    verification = json.loads((copy / "manifest.json").read_text())["verification"]
+    del verification["results"]["openvino-bf16"]
+    rewrite_manifest(copy, verification=verification)
+    return copy.parents[1]
 
 
 def test_an_f32_worker_matches_onnx_runtime_at_every_batch_size_within_the_export_tolerance(version_dir):
@@ -49,12 +66,42 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused_with_a_clear_message(versi
         start_worker(version_dir, "bf16")
 
 
-def test_auto_is_bf16_only_where_the_cpu_has_it_natively():
-    assert resolve_precision("auto", ["FP32", "INT8"]) == "f32"
-    assert resolve_precision("auto", ["FP32", "BF16", "INT8"]) == "bf16"
-    assert resolve_precision("f32", ["FP32", "BF16"]) == "f32"
+def test_auto_is_bf16_only_where_the_cpu_has_it_natively_and_export_verified_it(caplog):
+    verified = ("f32", "bf16")
+    assert resolve_precision("auto", ["FP32", "INT8"], verified) == "f32"
+    assert resolve_precision("auto", ["FP32", "BF16", "INT8"], verified) == "bf16"
+    assert resolve_precision("f32", ["FP32", "BF16"], verified) == "f32"
+    assert resolve_precision("bf16", ["FP32", "BF16"], verified) == "bf16"
     with pytest.raises(BackendError, match="no native bf16"):
-        resolve_precision("bf16", ["FP32"])
+        resolve_precision("bf16", ["FP32"], verified)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        assert resolve_precision("auto", ["FP32", "BF16"], ("f32",)) == "f32"
+    assert "auto serves f32 although this CPU has native bf16: export did not verify" in caplog.text
+
+
+def test_bf16_is_refused_on_a_version_export_did_not_verify_in_bf16():
+    with pytest.raises(BackendError, match=r"--precision bf16: export did not verify this version in bf16: .*"
+                                           r"'openvino-bf16' is absent .* skipped .* re-export it on one with "
+                                           r"AVX512-BF16 or AMX\) or failed .*; serve --precision f32 or auto"):
+        resolve_precision("bf16", ["FP32", "BF16"], ("f32",))
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
+def test_a_version_not_verified_in_bf16_is_served_in_f32_by_auto_and_refused_in_bf16(unverified_bf16_repository,
+                                                                                    tmp_path):
+    server = start_server("openvino", unverified_bf16_repository, tmp_path, ["--precision", "auto"])
+    try:
+        with ClassifierClient(server.address) as client:
+            info = client.model_info()
+        assert info.runtime_version.endswith(" f32")
+        assert server.metric("genet_inference_precision", version=info.version, precision="f32") == 1
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "auto serves f32 although this CPU has native bf16: export did not verify" in server.log()
+    (version_dir,) = unverified_bf16_repository.glob("*/*/manifest.json")
+    with pytest.raises(BackendError, match="--precision bf16: export did not verify this version in bf16"):
+        start_worker(version_dir.parent, "bf16")
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")

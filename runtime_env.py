@@ -33,10 +33,10 @@ def configure() -> None:
 
 @contextlib.contextmanager
 def onednn_uncapped():
-    """Lift ONEDNN_MAX_CPU_ISA while OpenVINO compiles a model (wrap Core() and compile_model).
+    """Lift ONEDNN_MAX_CPU_ISA around every use of an OpenVINO Core (a property query included).
 
-    OpenVINO's CPU plugin carries its own copy of oneDNN, which reads the variable once, at its first
-    primitive: capped at AVX2 on an AVX-512 CPU it finds no kernel for some nodes ("Supported primitive
+    OpenVINO's CPU plugin carries its own copy of oneDNN, which reads the variable once per process (seen:
+    at the first compile, and in a test process already at a capabilities query): capped at AVX2 on an AVX-512 CPU it finds no kernel for some nodes ("Supported primitive
     descriptors list is empty for node: MaxPool") and could not use AMX for bf16. MindSpore's copy keeps
     the value it read, or reads the restored one later.
     """

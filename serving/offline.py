@@ -80,8 +80,8 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
         model_file = served_file(manifest, backend_name)
         model = create_backend(backend_name, model_file, device=device, device_id=device_id, threads=threads,
                                precision=precision)
-    else:
-        model_file = manifest.file("onnx")
+    else:  # the ONNX file, as the OpenVINO backend serves it: with the precisions export verified it in
+        model_file = served_file(manifest, "openvino")
         model = create_runtime(runtime, model_file, threads, precision)
     images = []
     for image_path in image_paths:

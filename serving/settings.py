@@ -8,7 +8,7 @@ from typing import Optional
 from serving.tls import is_loopback
 
 BACKENDS = ("mslite", "mindspore", "openvino")
-PRECISIONS = ("auto", "f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16", "bf16-unverified")
 DEVICES = ("cpu", "ascend", "gpu")
 MIB = 1024 * 1024
 
@@ -63,9 +63,10 @@ class Settings:
                         "(OpenVINO on the CPU, the ONNX file).", "mslite")
     precision: str = _doc(
         "What the runtime computes in: auto (bf16 where the CPU has native bf16, the backend offers it "
-        "(openvino) and export verified the version in bf16; else f32), f32, or bf16 (openvino on a CPU with "
-        "AVX512-BF16 or AMX, on a version verified in bf16, only; refused elsewhere). GetModelInfo's "
-        "runtime_version and genet_inference_precision say which is served.", "auto")
+        "(openvino) and export verified the version in bf16; else f32), f32, bf16 (openvino on a CPU with "
+        "AVX512-BF16 or AMX, on a version verified in bf16, only; refused elsewhere), or bf16-unverified (bf16 "
+        "on such a CPU even where export's top-1 check failed: benchmarks of random-weight networks). "
+        "GetModelInfo's runtime_version and genet_inference_precision say which is served.", "auto")
     device: str = _doc("Device to run on: cpu, ascend or gpu (fails at start if absent).", "cpu")
     device_id: int = _doc("Index of the Ascend or GPU device.", 0)
     threads: int = _doc("Inference threads of the runtime in each worker (CPU).", 2)
@@ -108,8 +109,8 @@ class Settings:
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
-        if self.precision == "bf16" and self.backend != "openvino":
-            raise ValueError(f"--precision bf16 needs --backend openvino ({self.backend} computes in f32)")
+        if self.precision.startswith("bf16") and self.backend != "openvino":
+            raise ValueError(f"--precision {self.precision} needs --backend openvino ({self.backend} computes in f32)")
         _check_choice("log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_concurrent_rpcs",
                      "max_images_per_request",

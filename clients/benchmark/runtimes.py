@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 logger = logging.getLogger("clients.benchmark")
 
 BACKENDS = ("mslite", "mindspore", "openvino")
-PRECISIONS = ("auto", "f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16", "bf16-unverified")
 RUNTIMES = ("onnxruntime", "openvino")
 # /proc/cpuinfo flags that decide which kernels the runtimes can use.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -34,7 +34,7 @@ class BackendChoice:
 
     def skip_reason(self, cpu: dict) -> Optional[str]:
         """Why this backend cannot be measured honestly on `cpu` (cpu_description()), or None."""
-        if self.precision == "bf16" and not native_bf16(cpu["flags"]):
+        if self.precision.startswith("bf16") and not native_bf16(cpu["flags"]):
             return f"no native bf16 on this CPU ({cpu['model']}; needs AVX512-BF16 or AMX): not measured, " \
                    "bf16 is never emulated"
         return None
@@ -48,7 +48,7 @@ def parse_backend(text: str) -> BackendChoice:
     precision = precision or "auto"
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} in {text!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "bf16" and name != "openvino":
+    if precision.startswith("bf16") and name != "openvino":
         raise ValueError(f"{name} computes in f32 only; bf16 is served by openvino")
     return BackendChoice(name, precision)
 

@@ -22,7 +22,7 @@ from runtime_env import onednn_uncapped
 from serving.backends import Backend, BackendError
 
 LOG = logging.getLogger(__name__)
-PRECISIONS = ("auto", "f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16", "bf16-unverified")
 UNVERIFIED_BF16 = ("export did not verify this version in bf16: the manifest's verification result 'openvino-bf16' "
                    "is absent (exported before bf16 was verified), skipped (exported on a CPU without native bf16: "
                    "re-export it on one with AVX512-BF16 or AMX) or failed (bf16 changed the top-1 class of a "
@@ -46,7 +46,9 @@ def resolve_precision(requested: str, capabilities: Sequence[str], verified: Seq
 
     auto is bf16 where the CPU has native bf16 and export verified bf16, else f32 (with a warning when only the
     verification is missing); an explicit bf16 on a CPU without it, or on a version not verified in bf16, is
-    refused (BackendError).
+    refused (BackendError). bf16-unverified computes in bf16 on a native CPU whatever the verification said,
+    and says so in its name ("bf16-unverified", with a warning): for benchmarks of random-weight networks,
+    whose near-tied classes make top-1 agreement meaningless.
     """
     if requested not in PRECISIONS:
         raise BackendError(f"invalid --precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
@@ -58,6 +60,9 @@ def resolve_precision(requested: str, capabilities: Sequence[str], verified: Seq
                            f"{', '.join(capabilities)}; it needs AVX512-BF16 or AMX); serve --precision f32 or auto")
     if "bf16" in verified:
         return "bf16"
+    if requested == "bf16-unverified":
+        LOG.warning("--precision bf16-unverified: computing in bf16 although %s", UNVERIFIED_BF16)
+        return requested
     if requested == "bf16":
         raise BackendError(f"--precision bf16: {UNVERIFIED_BF16}; serve --precision f32 or auto")
     LOG.warning("--precision auto serves f32 although this CPU has native bf16: %s", UNVERIFIED_BF16)
@@ -74,7 +79,7 @@ class OpenVinoBackend(Backend):
         self.runtime_version = f"openvino {openvino.__version__.split('-')[0]} {precision}"
         # Pinning is off: --instances runs several workers, and each would pin its threads to the same cores.
         config = {"INFERENCE_NUM_THREADS": max(1, threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": precision, "ENABLE_CPU_PINNING": False}
+                  "INFERENCE_PRECISION_HINT": precision.split("-")[0], "ENABLE_CPU_PINNING": False}
         try:
             self._compiled = core.compile_model(core.read_model(model_file.path), "CPU", config)
         except RuntimeError as error:

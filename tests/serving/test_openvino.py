@@ -89,6 +89,15 @@ def test_bf16_is_refused_on_a_version_export_did_not_verify_in_bf16():
         resolve_precision("bf16", ["FP32", "BF16"], ("f32",))
 
 
+def test_bf16_unverified_computes_in_bf16_where_native_and_says_it_was_not_verified(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_precision("bf16-unverified", ["FP32", "BF16"], ("f32",)) == "bf16-unverified"
+    assert "computing in bf16 although export did not verify" in caplog.text
+    assert resolve_precision("bf16-unverified", ["FP32", "BF16"], ("f32", "bf16")) == "bf16"  # it was verified
+    with pytest.raises(BackendError, match="no native bf16"):
+        resolve_precision("bf16-unverified", ["FP32"], ("f32",))
+
+
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
 def test_a_version_not_verified_in_bf16_is_served_in_f32_by_auto_and_refused_in_bf16(unverified_bf16_repository,
                                                                                     tmp_path):

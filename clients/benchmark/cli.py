@@ -135,7 +135,7 @@ def load_images(args: argparse.Namespace) -> List[Path]:
     for path in args.images:
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
     paths = [path for path in files if path.suffix.lower() in IMAGE_SUFFIXES]
-    skipped = [path.name for path in files if path not in paths]
+    skipped = [path.name for path in files if path.suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:
         logger.warning("--images: skipped %d file(s) not named as an image (%s): %s", len(skipped),
                        ", ".join(sorted(IMAGE_SUFFIXES)), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))

@@ -90,7 +90,8 @@ def _infer_request(request: pb.ModelInferRequest) -> InferRequest:
         raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
     inputs = [_tensor(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
     outputs = [RequestedOutput(output.name, _parameters(output.parameters)) for output in request.outputs]
-    return InferRequest(request.model_name, request.model_version, request.id, inputs, outputs)
+    return InferRequest(request.model_name, request.model_version, request.id, inputs, outputs,
+                        _parameters(request.parameters))
 
 
 def _tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw) -> Tensor:

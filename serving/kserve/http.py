@@ -14,7 +14,8 @@ Routes ({v}: /versions/<version> may follow the model's name; without it, the la
 | GET / | the browser page (open without a token; its calls send one) |
 
 Errors are `{"error": "..."}` with the status of the gRPC code (`STATUS`); a body over --max-message-mb
-is 413. The `Inference-Timeout-Ms` header sets a request's deadline (none without it).
+is 413. The `Inference-Timeout-Ms` header sets a request's deadline (none without it); infer's `timeout`
+request parameter (Triton's, microseconds) too, the earlier of the two winning.
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ class KServeHttp:
         name, version = _model(request)
         infer_request = _infer_request(document, binary, name, version)
         result = await self.service.infer(infer_request, deadline_after(_timeout_s(request)))
-        binary_default = _parameters(document, "request").get("binary_data_output", False)
+        binary_default = infer_request.parameters.get("binary_data_output", False)
         requested = infer_request.outputs or [RequestedOutput(t.name, {}) for t in result.outputs]
         entries, chunks = [], []
         for tensor, output in zip(result.outputs, requested):
@@ -289,7 +290,7 @@ def _infer_request(document: Dict[str, Any], binary: bytes, name: str, version: 
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    return InferRequest(name, version, request_id, inputs, outputs)
+    return InferRequest(name, version, request_id, inputs, outputs, _parameters(document, "request"))
 
 
 def _input(spec: Dict[str, Any], index: int, binary: memoryview) -> Tuple[Tensor, int]:

@@ -10,6 +10,7 @@ The served model as v2 tensors (docs/kserve.md):
 
 A request has exactly one of the two inputs. An output requested with the `classification` parameter
 k (Triton's classification extension) comes back as BYTES [N, k]: "score:index:label", best first.
+The request parameter `timeout` (Triton's: microseconds, 0 for none) is a deadline like the transport's.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SERVER_VERSION = "1"
 EXTENSIONS = ("classification", "binary_tensor_data")
 IMAGES, PIXELS, PROBABILITIES = "images", "pixels", "probabilities"
 CLASSIFICATION = "classification"
+TIMEOUT = "timeout"
 PLATFORMS = {"mslite": "mindspore_lite", "mindspore": "mindspore"}
 
 
@@ -47,6 +49,8 @@ class InferRequest(NamedTuple):
     inputs: List[Tensor]
     outputs: List[RequestedOutput]
     """Empty: every output."""
+    parameters: Mapping[str, Any]
+    """The request's parameters (plain Python values)."""
 
 
 class InferResponse(NamedTuple):
@@ -102,7 +106,9 @@ class KServeService:
         }
 
     async def infer(self, request: InferRequest, deadline: Optional[float]) -> InferResponse:
-        """Run the request's one input through the data plane; outputs as requested."""
+        """Run the request's one input through the data plane; outputs as requested. `deadline` is the
+        transport's (time.monotonic() or None); the `timeout` parameter's, if earlier, replaces it."""
+        deadline = _earliest(deadline, deadline_after(_timeout_s(request.parameters)))
         self.model(request.model_name, request.model_version)  # NOT_FOUND before looking at the tensors
         tensor = _the_input(request.inputs)
         class_counts = [_class_count(output) for output in request.outputs]
@@ -117,6 +123,20 @@ class KServeService:
 def deadline_after(timeout_s: Optional[float]) -> Optional[float]:
     """A time.monotonic() deadline `timeout_s` from now, or None."""
     return None if timeout_s is None else time.monotonic() + timeout_s
+
+
+def _earliest(*deadlines: Optional[float]) -> Optional[float]:
+    """The earliest of the deadlines that are set, or None."""
+    return min((deadline for deadline in deadlines if deadline is not None), default=None)
+
+
+def _timeout_s(parameters: Mapping[str, Any]) -> Optional[float]:
+    """Triton's `timeout` request parameter (integer microseconds; absent or 0: none) in seconds."""
+    timeout = parameters.get(TIMEOUT, 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidInput(f"request parameter '{TIMEOUT}' must be a non-negative integer number of "
+                           f"microseconds, got {timeout!r:.32}")
+    return timeout / 1e6 if timeout else None
 
 
 def _state(registry, version: str) -> str:

@@ -108,6 +108,8 @@ def test_tritonclient_grpc_and_http_give_genet_v1_results(server, images, pixels
         assert tensors == {("images", "BYTES", (-1,)), ("pixels", "FP32", (-1,) + pixels.shape[1:]),
                            ("probabilities", "FP32", (-1, classes))}
         assert result["model_version"] == version_dir.name
+        assert result["expired"][0] == {"grpc": "StatusCode.DEADLINE_EXCEEDED", "http": "504"}[flavour]
+        assert "deadline exceeded" in result["expired"][1], flavour
         np.testing.assert_allclose(result["probabilities"], dense, rtol=0, atol=SCORE_TOLERANCE, err_msg=flavour)
         np.testing.assert_allclose(result["pixel_probabilities"], dense, rtol=0, atol=SCORE_TOLERANCE, err_msg=flavour)
         for strings, genet_ranking, genet_dense in zip(result["classification"], ranking, dense):
@@ -154,6 +156,23 @@ def test_grpc_bad_inputs_are_invalid_argument(server, images, inputs, code, mess
     channel, stub = kserve_stub(server)
     with channel, pytest.raises(grpc.RpcError) as error:
         stub.ModelInfer(request, timeout=30)
+    assert error.value.code() == getattr(grpc.StatusCode, code) and message in error.value.details()
+
+
+@pytest.mark.parametrize("parameter, code, message", [
+    ({"int64_param": 1}, "DEADLINE_EXCEEDED", "deadline exceeded"),
+    ({"int64_param": -1}, "INVALID_ARGUMENT", "'timeout' must be a non-negative integer"),
+    ({"string_param": "1"}, "INVALID_ARGUMENT", "'timeout' must be a non-negative integer"),
+])
+def test_grpc_timeout_parameter_is_a_deadline(server, images, parameter, code, message):
+    """Triton's `timeout` (microseconds) wins over a later call deadline; bad values are refused."""
+    request = pb.ModelInferRequest(model_name=MODEL_NAME, raw_input_contents=[
+        len(images[0]).to_bytes(4, "little") + images[0]])
+    request.inputs.add(name="images", datatype="BYTES", shape=[1])
+    request.parameters["timeout"].MergeFrom(pb.InferParameter(**parameter))
+    channel, stub = kserve_stub(server)
+    with channel, pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=60)
     assert error.value.code() == getattr(grpc.StatusCode, code) and message in error.value.details()
 
 
@@ -223,6 +242,14 @@ def bad_requests(pixels):
         ("bad timeout header", "infer", {"inputs": [good]}, {"Inference-Timeout-Ms": "soon"}, 400,
          "Inference-Timeout-Ms"),
         ("deadline", "infer", {"inputs": [good]}, {"Inference-Timeout-Ms": "0.001"}, 504, "deadline"),
+        ("timeout parameter before the header's", "infer", {"inputs": [good], "parameters": {"timeout": 1}},
+         {"Inference-Timeout-Ms": "60000"}, 504, "deadline"),
+        ("header before the timeout parameter's", "infer", {"inputs": [good], "parameters": {"timeout": 60_000_000}},
+         {"Inference-Timeout-Ms": "0.001"}, 504, "deadline"),
+        ("negative timeout parameter", "infer", {"inputs": [good], "parameters": {"timeout": -5}}, {}, 400,
+         "'timeout' must be a non-negative integer"),
+        ("fractional timeout parameter", "infer", {"inputs": [good], "parameters": {"timeout": 2.5}}, {}, 400,
+         "'timeout' must be a non-negative integer"),
         ("unknown version", "versions/99/infer", {"inputs": [good]}, {}, 404, "not loaded"),
         ("oversized body", "infer", b"{" + b" " * (3 * 1024 * 1024) + b"}", {}, 413, "body size"),
     ]

@@ -3,8 +3,9 @@
     python tests/serving/triton_check.py GRPC_ADDRESS HTTP_ADDRESS PIXELS.npy IMAGE...
 
 Prints one JSON object: per flavour ("grpc", "http"), liveness, readiness, metadata, the classification
-strings (class_count = all classes) and probabilities of the images (BYTES input), and the
-probabilities of the preprocessed pixels (FP32 input).
+strings (class_count = all classes) and probabilities of the images (BYTES input), the
+probabilities of the preprocessed pixels (FP32 input), and the status and message of an infer whose
+`timeout` (microseconds) expires at once.
 """
 import json
 import sys
@@ -12,6 +13,7 @@ import sys
 import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
 MODEL = "genet_res50"
 
@@ -30,12 +32,18 @@ def check(module, url, images, pixels):
     tensor = module.InferInput("pixels", list(pixels.shape), "FP32")
     tensor.set_data_from_numpy(pixels)
     from_pixels = client.infer(MODEL, [tensor], outputs=[module.InferRequestedOutput("probabilities")])
+    try:
+        client.infer(MODEL, [encoded], timeout=1)
+        expired = ["OK", ""]
+    except InferenceServerException as error:
+        expired = [error.status(), error.message()]
     return {
         "live": client.is_server_live(), "ready": client.is_server_ready(),
         "model_ready": client.is_model_ready(MODEL), "metadata": metadata,
         "classification": [[item.decode() for item in row] for row in ranked.as_numpy("probabilities")],
         "probabilities": plain.as_numpy("probabilities").tolist(),
         "pixel_probabilities": from_pixels.as_numpy("probabilities").tolist(),
+        "expired": expired,
         "model_version": plain.get_response(as_json=True)["model_version"] if module is triton_grpc
         else plain.get_response()["model_version"],
     }

@@ -56,7 +56,7 @@ def resolve_precision(requested: str, capabilities: Sequence[str], verified: Seq
     if requested == "f32" or (requested == "auto" and not native_bf16):
         return "f32"
     if not native_bf16:
-        raise BackendError("--precision bf16: this CPU has no native bf16 (OpenVINO CPU capabilities: "
+        raise BackendError(f"--precision {requested}: this CPU has no native bf16 (OpenVINO CPU capabilities: "
                            f"{', '.join(capabilities)}; it needs AVX512-BF16 or AMX); serve --precision f32 or auto")
     if "bf16" in verified:
         return "bf16"

@@ -127,8 +127,14 @@ demo: ## the main job end to end: setup -> data -> train -> export -> serve -> c
 clean: ## remove environments, generated stubs and build outputs (not data, runs or models)
 	rm -rf $(VENV) $(VENV_LITE) $(VENV_TRITON) genet inference build .pytest_cache
 
-test: setup $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
+# The tests run on the real data `make data` builds (the page's browser test needs data/photos); built
+# here without ARGS, which `make test` passes to pytest.
+TEST_DATA := data/photos/labels.json
+$(TEST_DATA): $(VENV)/.installed
+	$(PY) -m training.prepare_data
+
+test: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)
 
-test-all: setup $(VENV_TRITON)/.installed browser ## the test suite plus the slow checks (theta and theta-minus reference exports, ~4 min more)
+test-all: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser ## the test suite plus the slow checks (theta and theta-minus reference exports, ~4 min more)
 	$(PY) -m pytest tests -m "slow or not slow" $(ARGS)

@@ -20,9 +20,9 @@ import openvino
 from modelrepo.manifest import ModelFile
 from runtime_env import onednn_uncapped
 from serving.backends import Backend, BackendError
+from serving.settings import PRECISIONS
 
 LOG = logging.getLogger(__name__)
-PRECISIONS = ("auto", "f32", "bf16", "bf16-unverified")
 UNVERIFIED_BF16 = ("export did not verify this version in bf16: the manifest's verification result 'openvino-bf16' "
                    "is absent (exported before bf16 was verified), skipped (exported on a CPU without native bf16: "
                    "re-export it on one with AVX512-BF16 or AMX) or failed (bf16 changed the top-1 class of a "

@@ -10,9 +10,8 @@ import pytest
 
 from clients.client import ClassifierClient
 from tests.serving.conftest import start_server
-from export.verify import TOLERANCE
+from export.verify import TOLERANCE, bf16_unverifiable, openvino_capabilities
 from modelrepo.manifest import read_manifest
-from runtime_env import onednn_uncapped
 from serving.backends import BackendError
 from serving.backends.openvino_backend import resolve_precision
 from serving.manifest import served_file
@@ -22,8 +21,7 @@ from serving.workers.proxy import WorkerBackend
 from tests.modelrepo.versions import rewrite_manifest
 
 MAX_BATCH_SIZE = 4
-with onednn_uncapped():
-    NATIVE_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+NATIVE_BF16 = bf16_unverifiable(openvino_capabilities()) is None
 
 
 def start_worker(version_dir, precision: str) -> WorkerBackend:

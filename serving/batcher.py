@@ -5,18 +5,18 @@ while all run, the queue fills. When a worker is free, the batching task starts 
 with what is queued if no batch is computing (an idle server never waits); while another batch
 computes, it takes queued images until the batch is full or the oldest waiting image has waited
 `max_delay_s` (measured with `time.monotonic()`), or until the computing batches end. It drops
-work whose caller cancelled or whose deadline passed, and runs the batch on an inference thread.
+work whose caller cancelled or whose deadline passed, and awaits the batch's predict coroutine (the
+worker pool's: it writes the batch to an inference worker's pipe and reads the logits back).
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
 overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything: `admit()` holds the
 capacity while the caller prepares its images and submits them through the ticket it yields.
 
 Failures: a batch whose inference raises is re-run in halves, split between requests, until the
 failing request is alone: only it fails (INTERNAL). A batch whose inference raises a ServingError
-failed as a whole (its worker died or hung: serving.workers.pool) and fails with it, unretried.
-An inference call that does not return within `inference_timeout_s` cannot be interrupted (the
-thread is stuck in an in-process runtime), so it ends the batching task. If the task ends other
-than by close() (that, or a bug), every waiter fails, new work is refused and `on_failure` is
-called: the model version is out of service.
+failed as a whole (its worker died or hung: serving.workers.pool, which bounds each call by
+--inference-timeout-s) and fails with it, unretried. If the batching task ends other than by
+close() (a bug), every waiter fails, new work is refused and `on_failure` is called: the model
+version is out of service.
 """
 from __future__ import annotations
 
@@ -24,19 +24,17 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Awaitable, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from serving.errors import (DeadlineExpired, InferenceTimeout, InternalError, QueueFull, ServingError, Unavailable,
-                            reraise_cancellation)
+from serving.errors import DeadlineExpired, InternalError, QueueFull, ServingError, Unavailable, reraise_cancellation
 from serving.metrics import ServingMetrics
 
 LOG = logging.getLogger(__name__)
 
-PredictFn = Callable[[List[np.ndarray]], np.ndarray]
+PredictFn = Callable[[List[np.ndarray]], Awaitable[np.ndarray]]
 
 
 class Ticket:
@@ -84,16 +82,13 @@ Slot = Tuple[_Work, int]  # one image of a batch: its request and its index in t
 class DynamicBatcher:
     """Collects images into batches of at most `max_batch_size` and runs up to `concurrency` at once."""
 
-    def __init__(self, predict: PredictFn, executor: Executor, *, max_batch_size: int, max_delay_s: float,
-                 max_queue_images: int, metrics: ServingMetrics, inference_timeout_s: Optional[float] = None,
-                 on_failure: Optional[Callable[[], None]] = None, concurrency: int = 1,
+    def __init__(self, predict: PredictFn, *, max_batch_size: int, max_delay_s: float, max_queue_images: int,
+                 metrics: ServingMetrics, on_failure: Optional[Callable[[], None]] = None, concurrency: int = 1,
                  wait_when_idle: bool = False) -> None:
         self._predict = predict
-        self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_images = max_queue_images
-        self.inference_timeout_s = inference_timeout_s
         self.wait_when_idle = wait_when_idle  # the delay applies even with no batch computing
         self._on_failure = on_failure
         self._metrics = metrics
@@ -106,8 +101,7 @@ class DynamicBatcher:
         self._failure: Optional[ServingError] = None
         self._slots = asyncio.Semaphore(concurrency)  # batches computing at once (one per idle worker)
         self._computing: Dict[asyncio.Task, List[Slot]] = {}  # the batches being computed
-        self._batch_error: Optional[BaseException] = None  # what ended a batch's task (a timeout, or a bug)
-        self._inferences: Set[Future] = set()  # inference calls on the executor not yet returned
+        self._batch_error: Optional[BaseException] = None  # what ended a batch's task (a bug)
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -118,11 +112,6 @@ class DynamicBatcher:
     def failed(self) -> bool:
         """True once the batching task has ended other than by close(): no work will be computed."""
         return self._failure is not None
-
-    @property
-    def inference_running(self) -> bool:
-        """True while an inference call has not returned (after a timeout: stuck in the runtime)."""
-        return any(not inference.done() for inference in self._inferences)
 
     @contextmanager
     def admit(self, images: int, deadline: Optional[float] = None) -> Iterator[Ticket]:
@@ -173,7 +162,8 @@ class DynamicBatcher:
         return await work.future
 
     async def close(self, timeout_s: Optional[float] = None) -> None:
-        """Stop admitting and finish everything queued; after `timeout_s`, cancel what is left (it fails)."""
+        """Stop admitting and finish everything queued; after `timeout_s`, cancel what is left (it fails,
+        and the batches computing are cancelled: their predict coroutines have ended when this returns)."""
         self._closing = True
         self._wakeup.set()
         if self._task is None:
@@ -183,6 +173,8 @@ class DynamicBatcher:
             LOG.warning("queued requests not computed within %.1f s of the shutdown: failing them", timeout_s)
             self._task.cancel()
             await asyncio.wait([self._task])
+        if self._computing:  # cancelled by _on_task_done
+            await asyncio.wait(list(self._computing))
 
     def _out_of_service(self) -> Unavailable:
         return Unavailable(f"this model version is out of service: {self._failure}")
@@ -220,7 +212,7 @@ class DynamicBatcher:
         task.add_done_callback(self._on_batch_done)
 
     def _on_batch_done(self, task: asyncio.Task) -> None:
-        """Free the batch's slot; a batch task that raised (a timed-out call, or a bug) ends the batching task."""
+        """Free the batch's slot; a batch task that raised (a bug) ends the batching task."""
         del self._computing[task]
         self._slots.release()
         self._wakeup.set()  # a batch waiting for its delay starts now if this was the last one computing
@@ -284,8 +276,6 @@ class DynamicBatcher:
         """Run `batch` and deliver its rows; if inference raises, isolate the failing request."""
         try:
             outputs = await self._infer([work.arrays[index] for work, index in batch])
-        except InferenceTimeout:
-            raise  # the inference thread is stuck: nothing can run after this call
         except ServingError as error:  # the batch failed as a whole (e.g. its worker died): no retry
             LOG.error("a batch of %d images failed: %s", len(batch), error)
             self._fail(batch, error)
@@ -298,19 +288,10 @@ class DynamicBatcher:
             self._deliver(work, index, outputs[row])
 
     async def _infer(self, arrays: List[np.ndarray]) -> np.ndarray:
-        """The model's rows for `arrays`, computed on the inference thread within inference_timeout_s."""
+        """The model's rows for `arrays`."""
         started = time.monotonic()
-        inference = self._executor.submit(self._predict, arrays)
-        self._inferences.add(inference)
-        inference.add_done_callback(self._inferences.discard)
         try:
-            outputs = await asyncio.wait_for(asyncio.wrap_future(inference), self.inference_timeout_s)
-        except asyncio.TimeoutError:
-            LOG.error("an inference call on %d images did not return within %.1f s (--inference-timeout-s): "
-                      "its thread is stuck in the runtime; this model version is out of service",
-                      len(arrays), self.inference_timeout_s)
-            raise InferenceTimeout(f"inference did not return within {self.inference_timeout_s:.1f} s "
-                                   "(--inference-timeout-s): this model version is out of service") from None
+            outputs = await self._predict(arrays)
         finally:
             self._metrics.inference_time.observe(time.monotonic() - started)
         if len(outputs) != len(arrays):

@@ -52,10 +52,6 @@ class Unavailable(ServingError):
     code = "UNAVAILABLE"
 
 
-class InferenceTimeout(Unavailable):
-    """An inference call did not return within --inference-timeout-s: its model version is out of service."""
-
-
 class InternalError(ServingError):
     """The server failed to compute a result (inference or batching failure)."""
 

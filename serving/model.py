@@ -111,11 +111,7 @@ class ServedModel:
         await asyncio.shield(self._released)
 
     async def _release(self) -> None:
-        """Stop the workers once their batches are done; kill them if one still computes after the drain."""
-        if self._batcher.inference_running:
-            LOG.error("model %s version %s: an inference call is still running after the drain: killing the workers",
-                      self.manifest.name, self.version)
-            self._workers.kill()
+        """Stop the workers (a batch cut short by the drain's timeout has killed its worker already)."""
         await self._workers.close()
 
 
@@ -150,7 +146,7 @@ async def load_model(manifest: Manifest, settings: Settings, metrics: ServingMet
              time.monotonic() - started, settings.backend, settings.device, settings.instances,
              "s" if settings.instances > 1 else "")
     # The workers enforce --inference-timeout-s: a hung one is killed and only its batch fails.
-    batcher = DynamicBatcher(pool.predict, pool.batch_threads,
+    batcher = DynamicBatcher(pool.predict,
                              max_batch_size=settings.max_batch_size, max_delay_s=settings.max_queue_delay_s,
                              max_queue_images=settings.max_queue_size, metrics=metrics,
                              on_failure=on_failure, concurrency=settings.instances,

@@ -1,6 +1,6 @@
 """One model version's inference workers: `--instances` WorkerBackends, replaced when they die or hang.
 
-The batcher runs each batch on an idle worker (`predict`, on one of the pool's batch threads). A
+The batcher runs each batch on an idle worker (`predict`, on the event loop). A
 worker that dies (kill -9, a native crash) or hangs past --inference-timeout-s (killed by its
 proxy) fails only the batch it held, with UNAVAILABLE, and is restarted on a supervisor thread:
 at once the first time, then after 0.5, 1, 2, ... 30 s while it keeps failing without serving a
@@ -36,13 +36,12 @@ MAX_BACKOFF_S = 30.0
 
 
 class WorkerPool:
-    """The workers of one model version; `predict` is called from the pool's `batch_threads` only."""
+    """The workers of one model version; `predict` is called on the event loop that made the pool."""
 
     def __init__(self, model_file: ModelFile, settings: Settings, metrics: ServingMetrics, version: str,
                  thread_prefix: str, on_change: Callable[[], None]) -> None:
         self.runtime_version = ""
         self.precision = ""
-        self.batch_threads = ThreadPoolExecutor(settings.instances, thread_name_prefix=thread_prefix)
         self._supervisor = ThreadPoolExecutor(settings.instances, thread_name_prefix=f"{thread_prefix}-supervisor")
         self._model_file = model_file
         self._settings = settings
@@ -54,7 +53,9 @@ class WorkerPool:
         self._idle: Deque[WorkerBackend] = collections.deque()
         self._lost: Set[int] = set()  # id() of the workers dead or restarting
         self._failures: Dict[int, int] = {}  # id(worker) -> losses and failed restarts since it last served
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()  # the bookkeeping below, shared with the supervisor threads
+        self._idle_added = asyncio.Event()
+        self._loop_thread = threading.get_ident()
         self._closing = threading.Event()
         self._files = contextlib.ExitStack()
 
@@ -69,28 +70,33 @@ class WorkerPool:
         self._metrics.workers_alive.labels(version=self._version).set(self.alive)
         self._metrics.inference_precision.labels(version=self._version, precision=self.precision).set(1)
 
-    def predict(self, arrays: List[np.ndarray]) -> np.ndarray:
-        """Logits of one batch on an idle worker; Unavailable if that worker dies or hangs (it is replaced)."""
-        worker = self._take_idle()
+    async def predict(self, arrays: List[np.ndarray]) -> np.ndarray:
+        """Logits of one batch on an idle worker; Unavailable if that worker dies or hangs (it is replaced).
+
+        Runs on the event loop: the batch goes down the worker's pipe with no thread hand-off. A call
+        cancelled half way (a drain that ran out of time) kills its worker, which is not replaced.
+        """
+        worker = await self._take_idle()
         try:
-            outputs = worker.predict(np.stack(arrays))
+            outputs = await worker.predict_async(np.stack(arrays))
         except WorkerError as error:
             if worker.pid is None:  # dead, or hung and killed by its proxy: the batch is lost with it
                 self._replace(worker, error)
                 raise Unavailable(_describe_loss(error, self._settings.inference_timeout_s)) from None
             self._put_idle(worker)  # it raised and serves on: an error of this batch
             raise
+        except asyncio.CancelledError:  # the version is closing (its drain ran out of time) or its batcher failed
+            LOG.error("a batch was cancelled while the %s worker (pid %s) computed it: the worker was killed",
+                      self._settings.backend, worker.pid)
+            with self._lock:
+                self._lost.add(id(worker))
+            self._publish()
+            raise
         except BaseException:
             self._put_idle(worker)
             raise
         self._put_idle(worker, served=True)
         return outputs
-
-    def kill(self) -> None:
-        """SIGKILL every worker at once, computing or not, and restart none (a drain that ran out of time)."""
-        self._closing.set()
-        for worker in self._workers:
-            worker.kill()
 
     async def close(self) -> None:
         """Let each worker finish its batch, stop it and the pool's threads, remove the model copy."""
@@ -102,7 +108,6 @@ class WorkerPool:
         """Give up a start that failed or is still under way (shutdown): a worker it leaves dies with its thread."""
         self._closing.set()
         self._supervisor.shutdown(wait=False)
-        self.batch_threads.shutdown(wait=False)
 
     def _start(self, sample: np.ndarray) -> None:
         settings = self._settings
@@ -120,27 +125,35 @@ class WorkerPool:
         self.precision = self._workers[0].precision
         self._idle.extend(self._workers)
 
-    def _take_idle(self) -> WorkerBackend:
+    async def _take_idle(self) -> WorkerBackend:
         """An idle worker; waits while every one restarts, at most --inference-timeout-s."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._idle, self._settings.inference_timeout_s):
-                raise Unavailable(f"no inference worker of version {self._version} came back within "
-                                  f"{self._settings.inference_timeout_s:g} s (--inference-timeout-s): "
-                                  "they are restarting")
-            return self._idle.popleft()
+        timeout_s = self._settings.inference_timeout_s
+        deadline = self._loop.time() + timeout_s
+        while not self._idle:
+            self._idle_added.clear()
+            try:
+                await asyncio.wait_for(self._idle_added.wait(), deadline - self._loop.time())
+            except asyncio.TimeoutError:
+                raise Unavailable(f"no inference worker of version {self._version} came back within {timeout_s:g} s "
+                                  "(--inference-timeout-s): they are restarting") from None
+        return self._idle.popleft()
 
     def _put_idle(self, worker: WorkerBackend, served: bool = False) -> None:
-        """Make `worker` available again; one that `served` a batch restarts without delay if it is lost next."""
-        with self._changed:
+        """Make `worker` available again (from the loop or a supervisor thread); one that `served` a batch
+        restarts without delay if it is lost next."""
+        with self._lock:
             self._idle.append(worker)
             if served:
                 self._failures.pop(id(worker), None)
-            self._changed.notify()
+        if threading.get_ident() == self._loop_thread:
+            self._idle_added.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._idle_added.set)
 
     def _replace(self, worker: WorkerBackend, error: WorkerError) -> None:
         """Count the lost worker out and restart it on a supervisor thread (unless closing)."""
         LOG.error("%s: restarting it", error)
-        with self._changed:
+        with self._lock:
             self._lost.add(id(worker))
             self._failures[id(worker)] = self._failures.get(id(worker), 0) + 1
             if not self._closing.is_set():
@@ -154,14 +167,14 @@ class WorkerPool:
                 worker.restart()
             except BackendError as error:
                 LOG.error("restarting the %s worker failed: %s", self._settings.backend, error)
-                with self._changed:
+                with self._lock:
                     self._failures[id(worker)] += 1
                 continue
             if self._closing.is_set():  # close() may have passed this worker while it restarted
                 worker.close()
                 return
             self._metrics.worker_restarts.labels(reason=reason).inc()
-            with self._changed:
+            with self._lock:
                 self._lost.discard(id(worker))
             self._put_idle(worker)
             self._publish()
@@ -182,7 +195,6 @@ class WorkerPool:
     def _close(self) -> None:
         self._stop_workers()
         self._supervisor.shutdown(wait=True)
-        self.batch_threads.shutdown(wait=True)
 
     def _publish(self) -> None:
         """Export the live count and tell the server (from any thread) that readiness may have changed."""

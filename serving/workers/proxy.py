@@ -7,6 +7,7 @@ kill -9 or a native crash) and WorkerTimeout (a call outlived its timeout; the w
 Both leave the handle without a worker; restart() starts a fresh one, and when to (with what
 backoff) is the caller's decision.
 """
+import asyncio
 import dataclasses
 import logging
 import os
@@ -81,6 +82,38 @@ class WorkerBackend(Backend):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Backend.predict in the worker (padding to the prepared sizes happens there)."""
         return self._call({"op": "predict"}, np.ascontiguousarray(batch, dtype=np.float32), self.timeout_s)[1]
+
+    async def predict_async(self, batch: np.ndarray) -> np.ndarray:
+        """`predict` on the running event loop, with no thread in between: the batch is written to the
+        worker's pipe and its logits read back as the descriptors become ready.
+
+        The caller (the worker pool) makes sure that no other call uses this worker meanwhile. A
+        worker that dies, hangs past `timeout_s`, garbles its reply, or whose call is cancelled half
+        way (its pipe would be out of step) is killed: WorkerDied, WorkerTimeout, WorkerError, or the
+        cancellation.
+        """
+        if self._channel is None:
+            raise self._gone()
+        try:
+            reply, output = await asyncio.wait_for(
+                self._exchange_async({"op": "predict"}, np.ascontiguousarray(batch, dtype=np.float32)), self.timeout_s)
+        except (EOFError, BrokenPipeError):
+            returncode = await asyncio.get_running_loop().run_in_executor(None, self._exit_code)
+            raise self._died("predict", returncode) from None
+        except asyncio.TimeoutError:
+            raise self._timed_out("predict", self.timeout_s) from None
+        except ProtocolError as error:
+            raise self._garbled("predict", error) from None
+        except asyncio.CancelledError:
+            self._discard()
+            raise
+        if not reply.get("ok"):
+            raise remote_error(reply, self.backend)
+        return output
+
+    async def _exchange_async(self, header: Header, tensor: np.ndarray):
+        await self._channel.send_async(header, tensor)
+        return await self._channel.receive_async()
 
     def warm_up(self, sample: np.ndarray, max_batch_size: int) -> None:
         """Backend.warm_up in the worker; remembered, so that restart() warms the new worker up too."""
@@ -161,8 +194,7 @@ class WorkerBackend(Backend):
     def _exchange(self, header: Header, tensor: Optional[np.ndarray], timeout_s: Optional[float]):
         """Send one request and return its reply (header, tensor); raise what the worker raised."""
         if self._channel is None:
-            raise WorkerDied(f"no {self.backend} worker is running (closed, or lost to an earlier failure): "
-                             "restart it", None)
+            raise self._gone()
         try:
             self._channel.send(header, tensor, deadline_after(timeout_s))
         except BrokenPipeError:
@@ -174,29 +206,47 @@ class WorkerBackend(Backend):
 
     def _receive(self, op: str, timeout_s: Optional[float]):
         """The worker's next message; a worker that dies, hangs or garbles it is gone afterwards."""
-        pid = self._process.pid
         try:
             return self._channel.receive(deadline_after(timeout_s))
         except EOFError:
             self._raise_died(op)
         except TimeoutError:
-            self._discard()
-            raise WorkerTimeout(f"the {self.backend} worker (pid {pid}) did not answer {op} "
-                                f"within {timeout_s} s: killed") from None
+            raise self._timed_out(op, timeout_s) from None
         except ProtocolError as error:
-            self._discard()
-            raise WorkerError(f"the {self.backend} worker (pid {pid}) broke the protocol during {op}: "
-                              f"{error}; killed") from None
+            raise self._garbled(op, error) from None
+
+    def _timed_out(self, op: str, timeout_s: Optional[float]) -> WorkerTimeout:
+        """Kill the worker that did not answer `op` in time; the exception saying so."""
+        pid = self._process.pid
+        self._discard()
+        return WorkerTimeout(f"the {self.backend} worker (pid {pid}) did not answer {op} within {timeout_s} s: killed")
+
+    def _garbled(self, op: str, error: ProtocolError) -> WorkerError:
+        """Kill the worker that broke the protocol during `op`; the exception saying so."""
+        pid = self._process.pid
+        self._discard()
+        return WorkerError(f"the {self.backend} worker (pid {pid}) broke the protocol during {op}: {error}; killed")
+
+    def _gone(self) -> WorkerDied:
+        return WorkerDied(f"no {self.backend} worker is running (closed, or lost to an earlier failure): restart it",
+                          None)
 
     def _raise_died(self, op: str) -> None:
-        pid = self._process.pid
+        raise self._died(op, self._exit_code()) from None
+
+    def _exit_code(self) -> Optional[int]:
+        """The returncode of a worker that closed its pipe; None if it still runs after CLOSE_TIMEOUT_S."""
         try:
-            returncode = self._process.wait(CLOSE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:  # it closed its pipe but lingers
-            returncode = None
+            return self._process.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _died(self, op: str, returncode: Optional[int]) -> WorkerDied:
+        """Discard the worker that closed its pipe during `op`; the exception saying how it ended."""
+        pid = self._process.pid
         self._discard()
-        raise WorkerDied(f"the {self.backend} worker (pid {pid}) died during {op}: {describe_exit(returncode)}",
-                         returncode) from None
+        return WorkerDied(f"the {self.backend} worker (pid {pid}) died during {op}: {describe_exit(returncode)}",
+                          returncode)
 
     def _discard(self) -> None:
         """Kill the worker if it still runs, reap it and close the pipes."""

@@ -1,4 +1,5 @@
 """Inference workers: real worker processes (Lite in .venv-lite, MindSpore in .venv) on the tiny exported model."""
+import asyncio
 import json
 import os
 import signal
@@ -167,6 +168,59 @@ def test_hung_worker_times_out_and_is_killed(manifest, images):
         assert worker.predict(images[:1]).shape == (1, manifest.num_classes)
     finally:
         worker.close()
+
+
+def test_predict_on_the_event_loop_equals_the_blocking_predict(lite_worker, images):
+    large = np.concatenate([images] * 40)  # 200 images: more than the 1 MiB pipe holds, so the write waits
+    assert large.nbytes > 1 << 20
+
+    async def both():
+        return await lite_worker.predict_async(images[:3]), await lite_worker.predict_async(large)
+
+    small_logits, large_logits = asyncio.run(both())
+    np.testing.assert_array_equal(small_logits, lite_worker.predict(images[:3]))
+    np.testing.assert_array_equal(large_logits, lite_worker.predict(large))
+
+
+def test_worker_killed_during_an_event_loop_predict_raises_worker_died(lite_worker, images):
+    pid = lite_worker.pid
+
+    async def predict_while_killed():
+        os.kill(pid, signal.SIGSTOP)  # the batch is in flight when the kill lands
+        pending = asyncio.ensure_future(lite_worker.predict_async(images[:3]))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        return await pending
+
+    with pytest.raises(WorkerDied, match="died during predict: killed by SIGKILL") as died:
+        asyncio.run(predict_while_killed())
+    assert died.value.returncode == -signal.SIGKILL and lite_worker.pid is None
+
+
+def test_hung_worker_times_out_on_the_event_loop_and_is_killed(manifest, images):
+    worker = start_worker(manifest, timeout_s=1.0)
+    try:
+        pid = worker.pid
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(WorkerTimeout, match="did not answer predict within 1.0 s: killed"):
+            asyncio.run(worker.predict_async(images[:1]))
+        assert gone(pid) and worker.pid is None
+    finally:
+        worker.close()
+
+
+def test_an_event_loop_predict_cancelled_half_way_kills_its_worker(lite_worker, images):
+    pid = lite_worker.pid
+
+    async def cancel_in_flight():
+        os.kill(pid, signal.SIGSTOP)  # the reply never comes: the call is cancelled while it waits
+        pending = asyncio.ensure_future(lite_worker.predict_async(images[:3]))
+        await asyncio.sleep(0.2)
+        pending.cancel()
+        await asyncio.wait([pending])
+
+    asyncio.run(cancel_in_flight())
+    assert gone(pid) and lite_worker.pid is None  # its pipe would be out of step with the next call
 
 
 def test_close_ends_the_worker(manifest, images):

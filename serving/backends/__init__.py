@@ -41,9 +41,11 @@ def batch_sizes(max_batch_size: int) -> List[int]:
 class Backend(abc.ABC):
     """A loaded model: NCHW float32 batches in, (batch, classes) float32 logits out.
 
-    After warm_up() a batch runs at the smallest of batch_sizes(max_batch_size) that holds it,
-    zero-padded, and the padding rows are dropped: images are independent, so an image's logits do
-    not depend on its batch-mates. Before warm-up, and above the largest size, a batch runs as is.
+    After warm_up() a batch runs at the smallest of `run_sizes` that holds it, zero-padded, and the
+    padding rows are dropped: images are independent, so an image's logits do not depend on its
+    batch-mates. The run sizes are batch_sizes(max_batch_size), for runtimes that prepare (compile or
+    plan) each shape; a runtime that changes shape for free runs every size (Lite). Before warm-up,
+    and above the largest size, a batch runs as is.
     Not thread-safe: the server calls it from its single inference thread only.
     """
 

@@ -126,7 +126,11 @@ class WorkerPool:
         self._idle.extend(self._workers)
 
     async def _take_idle(self) -> WorkerBackend:
-        """An idle worker; waits while every one restarts, at most --inference-timeout-s."""
+        """The idle worker that finished last (its caches are warm: under light load one worker serves and
+        the others wait for overlapping batches); waits while every one restarts, at most --inference-timeout-s.
+
+        Measured with 2 workers of 1 thread on 2 cores (demo model, concurrency 16, 1 image per request,
+        3 alternating runs): 976-1,019 img/s (median 980) against 953-977 (956) taking the longest idle."""
         timeout_s = self._settings.inference_timeout_s
         deadline = self._loop.time() + timeout_s
         while not self._idle:
@@ -136,7 +140,7 @@ class WorkerPool:
             except asyncio.TimeoutError:
                 raise Unavailable(f"no inference worker of version {self._version} came back within {timeout_s:g} s "
                                   "(--inference-timeout-s): they are restarting") from None
-        return self._idle.popleft()
+        return self._idle.pop()
 
     def _put_idle(self, worker: WorkerBackend, served: bool = False) -> None:
         """Make `worker` available again (from the loop or a supervisor thread); one that `served` a batch

@@ -2,7 +2,7 @@
 
 Code holding a Backend cannot tell a WorkerBackend from an in-process one: the same run, predict,
 warm_up, close, run_sizes and runtime_version, and a BackendError raised in the worker is raised
-here as a BackendError. What is new is the worker's failures: WorkerDied (the process exited, e.g.
+here as a BackendError. predict_async is the same predict on an event loop (the server's path). What is new is the worker's failures: WorkerDied (the process exited, e.g.
 kill -9 or a native crash) and WorkerTimeout (a call outlived its timeout; the worker was killed).
 Both leave the handle without a worker; restart() starts a fresh one, and when to (with what
 backoff) is the caller's decision.
@@ -48,10 +48,11 @@ class WorkerTimeout(WorkerError):
 class WorkerBackend(Backend):
     """A backend (mslite, mindspore, ...) loaded in a worker process started with its interpreter.
 
-    One call at a time (a lock), from any thread. The kernel kills the worker when the *thread*
-    that started it exits (PR_SET_PDEATHSIG follows the thread): construct and restart() from a
-    thread that lives as long as the handle, like the main thread or a model's executor thread.
-    `timeout_s` bounds run and predict (None: no bound); `setup_timeout_s` bounds start, load and
+    One call at a time: the blocking calls hold a lock and may come from any thread; predict_async
+    runs on an event loop and relies on its caller (the worker pool) to make no other call meanwhile.
+    The kernel kills the worker when the *thread* that started it exits (PR_SET_PDEATHSIG follows the
+    thread): construct and restart() from a thread that lives as long as the handle, like the main
+    thread or a pool's supervisor thread. `timeout_s` bounds run and predict (None: no bound); `setup_timeout_s` bounds start, load and
     warm-up, which may compile a graph per batch size.
     """
 

@@ -156,18 +156,35 @@ def test_worker_killed_mid_batch_raises_worker_died_and_a_restarted_worker_answe
     np.testing.assert_array_equal(lite_worker.predict(images[:3]), expected)
 
 
-def test_hung_worker_times_out_and_is_killed(manifest, images):
+def predict_blocking(worker, batch):
+    return worker.predict(batch)
+
+
+def predict_on_a_loop(worker, batch):
+    return asyncio.run(worker.predict_async(batch))
+
+
+@pytest.mark.parametrize("predict", [predict_blocking, predict_on_a_loop], ids=["blocking", "event-loop"])
+def test_hung_worker_times_out_and_is_killed(predict, manifest, images):
     worker = start_worker(manifest, timeout_s=1.0)
     try:
         pid = worker.pid
         os.kill(pid, signal.SIGSTOP)
         with pytest.raises(WorkerTimeout, match="did not answer predict within 1.0 s: killed"):
-            worker.predict(images[:1])
+            predict(worker, images[:1])
         assert gone(pid) and worker.pid is None
         worker.restart()
-        assert worker.predict(images[:1]).shape == (1, manifest.num_classes)
+        assert predict(worker, images[:1]).shape == (1, manifest.num_classes)
     finally:
         worker.close()
+
+
+async def stopped_in_flight(worker, batch) -> asyncio.Future:
+    """An event-loop predict of `batch` left waiting on `worker`, which is stopped (SIGSTOP) first."""
+    os.kill(worker.pid, signal.SIGSTOP)
+    pending = asyncio.ensure_future(worker.predict_async(batch))
+    await asyncio.sleep(0.2)
+    return pending
 
 
 def test_predict_on_the_event_loop_equals_the_blocking_predict(lite_worker, images):
@@ -186,9 +203,7 @@ def test_worker_killed_during_an_event_loop_predict_raises_worker_died(lite_work
     pid = lite_worker.pid
 
     async def predict_while_killed():
-        os.kill(pid, signal.SIGSTOP)  # the batch is in flight when the kill lands
-        pending = asyncio.ensure_future(lite_worker.predict_async(images[:3]))
-        await asyncio.sleep(0.2)
+        pending = await stopped_in_flight(lite_worker, images[:3])  # the batch is in flight when the kill lands
         os.kill(pid, signal.SIGKILL)
         return await pending
 
@@ -197,25 +212,11 @@ def test_worker_killed_during_an_event_loop_predict_raises_worker_died(lite_work
     assert died.value.returncode == -signal.SIGKILL and lite_worker.pid is None
 
 
-def test_hung_worker_times_out_on_the_event_loop_and_is_killed(manifest, images):
-    worker = start_worker(manifest, timeout_s=1.0)
-    try:
-        pid = worker.pid
-        os.kill(pid, signal.SIGSTOP)
-        with pytest.raises(WorkerTimeout, match="did not answer predict within 1.0 s: killed"):
-            asyncio.run(worker.predict_async(images[:1]))
-        assert gone(pid) and worker.pid is None
-    finally:
-        worker.close()
-
-
 def test_an_event_loop_predict_cancelled_half_way_kills_its_worker(lite_worker, images):
     pid = lite_worker.pid
 
     async def cancel_in_flight():
-        os.kill(pid, signal.SIGSTOP)  # the reply never comes: the call is cancelled while it waits
-        pending = asyncio.ensure_future(lite_worker.predict_async(images[:3]))
-        await asyncio.sleep(0.2)
+        pending = await stopped_in_flight(lite_worker, images[:3])  # the reply never comes: cancelled while waiting
         pending.cancel()
         await asyncio.wait([pending])
 

@@ -32,6 +32,7 @@ class ModelRegistry:
         self._models: Dict[str, ServedModel] = {}
         self._latest: Optional[str] = None
         self._draining: Set[ServedModel] = set()  # unloaded, not yet closed
+        self._closed = False
 
     @property
     def ready(self) -> bool:
@@ -49,6 +50,8 @@ class ModelRegistry:
 
     def get(self, version: str = "") -> ServedModel:
         """The requested version ('' = latest); Unavailable while nothing is ready, NotFound if unknown."""
+        if self._closed:
+            raise Unavailable(f"model {self.name} is not served: the server is shutting down")
         if not version:
             if not self.ready:
                 raise Unavailable(f"model {self.name} is not ready (loading, out of service or shutting down)")
@@ -89,7 +92,10 @@ class ModelRegistry:
         await self._close(model)
 
     async def close(self, timeout_s: Optional[float] = None) -> None:
-        """Unload every version and finish the unloads under way; work left after `timeout_s` fails."""
+        """Unload every version and finish the unloads under way; work left after `timeout_s` fails.
+
+        From now on every request is refused with Unavailable (shutting down)."""
+        self._closed = True
         models = [self._models.pop(version) for version in self.versions()]
         self._latest = None
         await asyncio.gather(*(self._close(model, timeout_s) for model in models + list(self._draining)))

@@ -167,14 +167,21 @@ async def _publish_readiness(registry: ModelRegistry, health_servicer: HealthSer
 
 async def _shut_down(settings: Settings, server: grpc.aio.Server, http_runner: Optional[web.AppRunner],
                      health_servicer: HealthServicer, registry: ModelRegistry, metrics: ServingMetrics) -> None:
-    """NOT_SERVING, then stop accepting RPCs while the batchers flush what was admitted."""
+    """NOT_SERVING; the batchers flush what was admitted while new calls are refused; then the listeners stop.
+
+    The listeners stop last because gRPC answers CANCELLED, not UNAVAILABLE, to a call that arrives in
+    the moment it stops accepting: while the batchers drain, such a call reaches its handler and is
+    refused as documented. RPCs still running at the end of the grace period are cancelled by gRPC.
+    """
     LOG.info("shutting down: finishing queued and in-flight requests (grace period %.1f s)",
              settings.grace_period_s)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.grace_period_s
     await health_servicer.drain()
     metrics.model_ready.set(0)
-    # Closing a batcher stops its batch delay at once; RPCs still running after the grace
-    # period are cancelled by gRPC, which releases their queued work.
-    stopping = [server.stop(settings.grace_period_s), registry.close(settings.grace_period_s)]
+    await registry.close(settings.grace_period_s)  # batch delays end at once; admission refuses
+    remaining_s = max(0.0, deadline - loop.time())
+    stopping = [server.stop(remaining_s)]
     if http_runner is not None:
         stopping.append(http_runner.cleanup())  # finishes requests in flight within the grace period
     await asyncio.gather(*stopping)

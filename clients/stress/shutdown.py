@@ -2,14 +2,16 @@
 
 An open loop keeps the queue busy; SIGTERM arrives in the middle. A call may be refused at
 admission - RESOURCE_EXHAUSTED (queue full), or UNAVAILABLE because the server is draining or no
-longer listening (the REFUSALS below: messages of serving's admission and of gRPC failing to reach
-a closed port). Any other outcome of a call is a lost call: notably UNAVAILABLE from a connection
+longer listening (the REFUSALS below: messages of serving's admission, and of gRPC failing a call
+before it had a connection to send it on - the port was closed, or the connection the channel held
+was reset when the server exited). Any other outcome of a call is a lost call: notably UNAVAILABLE from a connection
 that broke while the call was inside the server, DEADLINE_EXCEEDED or no answer at all.
 
 One exception, reported apart: a call sent after SIGTERM that gRPC answers CANCELLED within the
-grace period. grpc.aio cancels calls that reach the server in the moment it stops accepting
-(measured: 0-2 per run, sent 7-19 ms after SIGTERM, answered 3-5 ms later); such a call never
-reached the handler - an admitted call is finished or, after the grace period only, cancelled.
+grace period. grpc.aio cancels calls that reach the server in the moment it stops accepting; the
+server stops its listeners only after the drain (calls arriving while it drains are refused with
+UNAVAILABLE), so such a call was sent at least the drain's length after SIGTERM and never reached
+the handler - an admitted call is finished or, after the grace period only, cancelled.
 serving/README.md documents UNAVAILABLE for a shutting-down server, so these are counted as
 `cancelled_at_stop` and shown in the summary.
 """
@@ -22,8 +24,10 @@ from clients.client import ClassifierClient
 from clients.stress.results import CheckResult, codes, examples
 from genet.v1 import classifier_pb2
 
-REFUSALS = ("shutting down", "not ready", "failed to connect", "connection refused")
-"""Substrings (lower case) of UNAVAILABLE details that mean the call was refused before admission."""
+REFUSALS = ("shutting down", "not ready", "failed to connect", "connection refused",
+            "connections to all backends failing")
+"""Substrings (lower case) of UNAVAILABLE details that mean the call was refused before admission (the
+last: gRPC's load balancing found no ready connection for the call, so it was never sent)."""
 TIMEOUT_S = 60.0
 EXIT_MARGIN_S = 5.0
 """Allowed beyond the grace period for interpreter and runtime teardown after the drain."""

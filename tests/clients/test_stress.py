@@ -67,6 +67,8 @@ def test_refusals_are_told_apart_from_lost_calls():
     assert is_refused(record("RESOURCE_EXHAUSTED", "queue full"))
     assert is_refused(record("UNAVAILABLE", "the model is shutting down"))
     assert is_refused(record("UNAVAILABLE", "failed to connect to all addresses; last error: Connection refused"))
+    assert is_refused(record("UNAVAILABLE", "connections to all backends failing; last error: UNAVAILABLE: "
+                                            "ipv4:127.0.0.1:41935: recvmsg:Connection reset by peer (104)"))
     assert not is_refused(record("UNAVAILABLE", "Socket closed"))
     assert not is_refused(record("CANCELLED", "cancelled"))
     assert not is_refused(record("OK", ""))

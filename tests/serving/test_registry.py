@@ -63,6 +63,9 @@ def test_nothing_is_served_until_loaded_then_versions_can_be_pinned(manifest):
         assert second.closed and registry.get("") is first
         await registry.close()
         assert first.closed and not registry.ready
+        for version in ("", "1", "7"):  # shutting down: refused, whether the version was loaded or not
+            with pytest.raises(Unavailable, match="shutting down"):
+                registry.get(version)
 
     asyncio.run(scenario())
 

@@ -3,7 +3,10 @@
 Measured against `mindspore.dataset.vision.Decode` (MindSpore 2.10, eagerly, on generated files):
 - JPEG: Decode uses libjpeg and ignores EXIF orientation. Pillow's JPEG decoder gives identical
   pixels for baseline, progressive, grey and CMYK files (max difference 0), and refuses truncated
-  data, where OpenCV silently fills the missing rows with grey. JPEG is decoded with Pillow.
+  data, where OpenCV silently fills the missing rows with grey. OpenCV's decoder gives the same
+  pixels for grey and YCbCr files (tests/serving/test_preprocessing.py) in a fifth of the time, so
+  a JPEG file Pillow reads as grey or RGB that ends with its end-of-image marker (so is not cut
+  short) is decoded by OpenCV; any other JPEG (CMYK, MPO, trailing bytes, truncated) by Pillow.
 - Everything else (PNG, BMP, TIFF, PNM) goes through OpenCV in Decode: cv2.imdecode(IMREAD_COLOR)
   matched it exactly on palette, grey, grey+alpha, RGBA, 1-bit and 16-bit PNG (16-bit scaled by
   >> 8), RGBA TIFF (alpha premultiplied by libtiff) and BMP, where Pillow's own conversions
@@ -31,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from serving.errors import InvalidInput
 
-JPEG_FORMATS = ("JPEG", "MPO")  # decoded by Pillow; the other accepted formats by OpenCV
+JPEG_FORMATS = ("JPEG", "MPO")  # Pillow's names for JPEG files
 ACCEPTED = "JPEG, PNG, BMP, TIFF and PNM"
 # Leading bytes of each accepted file type -> the one Pillow format allowed to open it.
 _ACCEPTED_SIGNATURES = (
@@ -48,6 +51,7 @@ _REFUSED_SIGNATURES = (
 )
 _TGA_FOOTER = b"TRUEVISION-XFILE.\x00"
 _CV_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+_JPEG_END = b"\xff\xd9"  # the end-of-image marker: the last bytes of a JPEG file that is whole
 
 
 def decode_rgb(data: bytes, max_pixels: int,
@@ -67,7 +71,9 @@ def decode_rgb(data: bytes, max_pixels: int,
                            "(--max-image-pixels)")
     if check_size is not None:
         check_size(width, height)
-    if image.format in JPEG_FORMATS:
+    if image.format == "JPEG" and image.mode in ("L", "RGB") and data.endswith(_JPEG_END):
+        rgb = _decode_opencv(data, image.format)
+    elif image.format in JPEG_FORMATS:
         rgb = _decode_jpeg(image)
     else:
         rgb = _decode_opencv(data, image.format)

@@ -8,6 +8,7 @@ floor((side - crop) / 2). A 1x1 image is valid: it is scaled up like any small i
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import cv2
@@ -18,6 +19,7 @@ from serving.decoding import decode_rgb
 from serving.errors import InvalidInput
 
 
+@functools.lru_cache(maxsize=4096)  # numpy scalar arithmetic costs microseconds; served images repeat sizes
 def resized_size(height: int, width: int, resize_size: int) -> Tuple[int, int]:
     """(height, width) after MindSpore's Resize(resize_size): the shorter side becomes resize_size.
 

@@ -60,6 +60,7 @@ def mode_images(photos) -> Dict[str, bytes]:
     images = {
         "grey.jpg": _save(rgb.convert("L"), "JPEG"), "cmyk.jpg": _save(rgb.convert("CMYK"), "JPEG"),
         "progressive.jpg": _save(rgb, "JPEG", progressive=True), "exif_rotated.jpg": _save(rgb, "JPEG", exif=exif),
+        "trailer.jpg": _save(rgb, "JPEG") + b"camera trailer after the end-of-image marker",
         "grey.png": _save(rgb.convert("L"), "PNG"), "bilevel.png": _save(rgb.convert("1"), "PNG"),
         "palette.png": _save(rgb.convert("P"), "PNG"), "palette_alpha.png": _save(rgb.convert("P"), "PNG",
                                                                                transparency=0),
@@ -107,9 +108,11 @@ def test_server_tensors_equal_the_training_eval_pipeline(request, image_set, pre
         assert np.abs(lite - expected).max() <= ONE_LEVEL, name
 
 
-def test_every_pixel_format_decodes_exactly_like_mindspore_decode(mode_images, lite_env_outputs):
+def test_every_pixel_format_decodes_exactly_like_mindspore_decode(mode_images, photos, lite_env_outputs):
+    """Whole grey and colour JPEGs (the photographs at full size too) take OpenCV's decoder, the others
+    Pillow's (serving.decoding): each gives MindSpore's pixels."""
     decode = vision.Decode()  # safe here: these files are well-formed
-    for name, data in mode_images.items():
+    for name, data in {**mode_images, **photos}.items():
         expected = decode(np.frombuffer(data, np.uint8))
         np.testing.assert_array_equal(decode_rgb(data, MAX_PIXELS), expected, err_msg=name)
         np.testing.assert_array_equal(lite_env_outputs[f"decoded/{name}"], expected, err_msg=name)

@@ -107,6 +107,27 @@ def test_shutdown_does_not_wait_past_the_grace_period_for_a_hung_worker(start_li
     assert gone(worker)
 
 
+def test_a_call_arriving_while_the_server_drains_is_refused_as_shutting_down(start_lite_server, fmnist_images):
+    """The listeners stop only after the drain: meanwhile a call, on a connection held since before SIGTERM
+    or on a new one, reaches its handler and is refused with UNAVAILABLE (shutting down), never
+    CANCELLED by a gRPC server that stops accepting. The admitted batch fails after the grace period."""
+    image = next(iter(fmnist_images.values()))
+    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", "4")
+    with grpc.insecure_channel(server.address) as channel:
+        stub = classifier_pb2_grpc.ClassifierStub(channel)
+        worker, held = send_to_a_stopped_worker(server, stub, [image])
+        server.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "shutting down: finishing" in server.log(), what="the drain")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Classify(classifier_pb2.ClassifyRequest(images=[image]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in refused.value.details()
+        assert classify(server, [image], timeout=10) == (
+            grpc.StatusCode.UNAVAILABLE, f"model {MODEL_NAME} is not served: the server is shutting down")
+        assert held.exception() is not None and held.exception().code() == grpc.StatusCode.UNAVAILABLE
+    assert server.process.wait(60) == 0
+    assert gone(worker)
+
+
 def test_sigterm_under_load_loses_no_admitted_call_and_leaves_no_worker(start_lite_server, fmnist_images):
     image = next(iter(fmnist_images.values()))
     server = start_lite_server("--instances", "2")

@@ -4,8 +4,8 @@ An open loop keeps the queue busy; SIGTERM arrives in the middle. A call may be 
 admission - RESOURCE_EXHAUSTED (queue full), or UNAVAILABLE because the server is draining or no
 longer listening (the REFUSALS below: messages of serving's admission, and of gRPC failing a call
 before it had a connection to send it on - the port was closed, or the connection the channel held
-was reset when the server exited). Any other outcome of a call is a lost call: notably UNAVAILABLE from a connection
-that broke while the call was inside the server, DEADLINE_EXCEEDED or no answer at all.
+was reset when the server exited). Any other outcome of a call is a lost call: notably UNAVAILABLE
+from a connection that broke while the call was inside the server, DEADLINE_EXCEEDED or no answer.
 
 One exception, reported apart: a call sent after SIGTERM that gRPC answers CANCELLED within the
 grace period. grpc.aio cancels calls that reach the server in the moment it stops accepting; the

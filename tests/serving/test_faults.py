@@ -112,7 +112,7 @@ def test_a_call_arriving_while_the_server_drains_is_refused_as_shutting_down(sta
     or on a new one, reaches its handler and is refused with UNAVAILABLE (shutting down), never
     CANCELLED by a gRPC server that stops accepting. The admitted batch fails after the grace period."""
     image = next(iter(fmnist_images.values()))
-    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", "4")
+    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", "6")
     with grpc.insecure_channel(server.address) as channel:
         stub = classifier_pb2_grpc.ClassifierStub(channel)
         worker, held = send_to_a_stopped_worker(server, stub, [image])

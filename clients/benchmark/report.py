@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 from matplotlib import ticker  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from clients.benchmark.runner import offline_throughput  # noqa: E402
@@ -76,6 +77,14 @@ def write_csv(report: dict, path: Path) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
+    """The report's figure (draw) as a PNG at `path`; nothing when no run has a latency."""
+    figure = draw(report)
+    if figure is not None:
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+
+
+def draw(report: dict) -> Optional[Figure]:
     """One column per (load mode, images per request); rows: throughput, p50 and p99 latency, efficiency.
 
     One series per server and protocol: a colour per server (a colour family per backend, a shade per
@@ -84,7 +93,7 @@ def plot(report: dict, path: Path) -> None:
     """
     panels = panel_series(report["runs"])
     if not panels:
-        return
+        return None
     styles = series_styles(report["runs"])
     offline = offline_throughput(report["offline"])
     figure, axes = plt.subplots(len(ROWS), len(panels), figsize=(5.5 * len(panels) + 1, 14), squeeze=False,
@@ -103,14 +112,14 @@ def plot(report: dict, path: Path) -> None:
     backends = ", ".join(report.get("backends", [])) or server.get("backend", "?")
     figure.suptitle(f"{server.get('name', '?')} v{server.get('version', '?')}: {backends}", y=0.995, fontsize=13)
     handles = _legend(report["runs"], styles, bool(offline))
-    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.975), ncol=min(5, len(handles)),
+    columns = _legend_columns(handles, len(panels))
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.975), ncol=columns,
                   fontsize=9, frameon=False)
     skipped = "; ".join(f"{entry['backend']}: {entry['reason']}" for entry in report.get("skipped", []))
     if skipped:
         figure.text(0.5, 0.005, f"skipped {skipped}", ha="center", va="bottom", fontsize=8, wrap=True)
-    figure.tight_layout(rect=(0, 0.02 if skipped else 0, 1, 0.975 - 0.018 * _legend_rows(handles)))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    figure.tight_layout(rect=(0, 0.02 if skipped else 0, 1, 0.975 - 0.018 * -(-len(handles) // columns)))
+    return figure
 
 
 ROWS = ("throughput (images/s)", "p50 latency (ms)", "p99 latency (ms)", "efficiency (server / offline)")
@@ -210,8 +219,9 @@ def _legend(runs: List[dict], styles: Dict[str, Tuple[tuple, str]], with_offline
     return handles
 
 
-def _legend_rows(handles: list) -> int:
-    return -(-len(handles) // min(5, len(handles)))
+def _legend_columns(handles: list, panels: int) -> int:
+    """Legend entries per row: five across two panels or more, two over a single (narrow) one."""
+    return min(len(handles), 5 if panels > 1 else 2)
 
 
 def _cell(value, digits: int = 1) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clients.benchmark.cli import load_images, main, parse_args
-from clients.benchmark.report import format_summary, panel_series, series_styles
+from clients.benchmark.report import draw, format_summary, panel_series, series_styles
 from clients.benchmark.runtimes import BackendChoice, measurable, native_bf16, parse_backend
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
@@ -207,3 +207,20 @@ def test_the_plot_colours_each_server_and_marks_each_protocol():
     assert styles["mslite mbs1 genet"][0] == styles["mslite mbs1 kserve-http"][0]
     assert {marker for _, marker in styles.values()} == {styles["mslite mbs1 genet"][1],
                                                           styles["mslite mbs1 kserve-http"][1]}
+
+
+def test_the_legend_fits_a_single_column_figure():
+    """One images-per-request value gives one narrow column: the legend wraps instead of running off."""
+    backends = ("mslite", "openvino-f32", "openvino-bf16-unverified")
+    runs = [dict(_run(f"{backend} mbs8 genet", 1, level), backend=backend, max_batch_size=8, protocol="genet",
+                 throughput_ips=10.0, efficiency=0.9, offline_batch_size=min(level, 8),
+                 latency_ms={"p50": 10.0 * level, "p99": 20.0 * level})
+            for backend in backends for level in (1, 4, 16)]
+    offline = [{"backend": backend, "batch_size": size, "throughput_ips": 11.0}
+               for backend in backends for size in (1, 4, 8)]
+    figure = draw({"runs": runs, "offline": offline, "server": {"name": "genet_reference", "version": "1"},
+                   "backends": list(backends)})
+    legend = figure.legends[0].get_window_extent(figure.canvas.get_renderer())
+    assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1
+    assert len(figure.axes) == 4
+

@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 from clients.benchmark.cli import load_images, main, parse_args
@@ -221,6 +222,7 @@ def test_the_legend_fits_a_single_column_figure():
     figure = draw({"runs": runs, "offline": offline, "server": {"name": "genet_reference", "version": "1"},
                    "backends": list(backends)})
     legend = figure.legends[0].get_window_extent(figure.canvas.get_renderer())
+    plt.close(figure)
     assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1
     assert len(figure.axes) == 4
 

@@ -14,6 +14,7 @@ import time
 import grpc
 import psutil
 import pytest
+import requests
 from grpc_health.v1 import health_pb2
 
 from clients.stress.shutdown import REFUSALS
@@ -108,11 +109,12 @@ def test_shutdown_does_not_wait_past_the_grace_period_for_a_hung_worker(start_li
 
 
 def test_a_call_arriving_while_the_server_drains_is_refused_as_shutting_down(start_lite_server, fmnist_images):
-    """The listeners stop only after the drain: meanwhile a call, on a connection held since before SIGTERM
-    or on a new one, reaches its handler and is refused with UNAVAILABLE (shutting down), never
-    CANCELLED by a gRPC server that stops accepting. The admitted batch fails after the grace period."""
+    """The listeners stop only after the drain: meanwhile a call, on a gRPC connection held since before
+    SIGTERM or on a new one, or over HTTP, reaches its handler and is refused with UNAVAILABLE / 503
+    (shutting down), never CANCELLED by a gRPC server that stops accepting. The admitted batch fails
+    after the grace period."""
     image = next(iter(fmnist_images.values()))
-    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", "6")
+    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", "6", "--http-port", "0")
     with grpc.insecure_channel(server.address) as channel:
         stub = classifier_pb2_grpc.ClassifierStub(channel)
         worker, held = send_to_a_stopped_worker(server, stub, [image])
@@ -123,6 +125,8 @@ def test_a_call_arriving_while_the_server_drains_is_refused_as_shutting_down(sta
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in refused.value.details()
         assert classify(server, [image], timeout=10) == (
             grpc.StatusCode.UNAVAILABLE, f"model {MODEL_NAME} is not served: the server is shutting down")
+        over_http = requests.post(f"{server.http_url}/v2/models/{MODEL_NAME}/classify", data=image, timeout=10)
+        assert over_http.status_code == 503 and "shutting down" in over_http.text
         assert held.exception() is not None and held.exception().code() == grpc.StatusCode.UNAVAILABLE
     assert server.process.wait(60) == 0
     assert gone(worker)

@@ -54,7 +54,7 @@ class ModelRegistry:
             raise Unavailable(f"model {self.name} is not served: the server is shutting down")
         if not version:
             if not self.ready:
-                raise Unavailable(f"model {self.name} is not ready (loading, out of service or shutting down)")
+                raise Unavailable(f"model {self.name} is not ready (loading or out of service)")
             return self._models[self._latest]
         model = self._models.get(_normalise(version))
         if model is None:

@@ -225,4 +225,3 @@ def test_the_legend_fits_a_single_column_figure():
     plt.close(figure)
     assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1
     assert len(figure.axes) == 4
-

@@ -7,6 +7,7 @@
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,44 @@ class ClassifierClient:
                 logger.info("attempt %d on %s unavailable, retrying in %.3f s", attempt, self.target, pause)
             time.sleep(pause)
             attempt += 1
+
+
+class CallbackClient:
+    """classify and context management on top of a subclass's async_classify (the KServe and stream clients)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection(s)."""
+
+    def classify(self, images: Sequence[Image], top_k: int = 5, model_version: str = "",
+                 timeout_s: Optional[float] = None) -> ClassifyResult:
+        """The top_k predictions of every image, in the order given; ClientError on failure."""
+        done = threading.Event()
+        outcome: List = []
+
+        def callback(result, error):
+            outcome.extend((result, error))
+            done.set()
+
+        self.async_classify(make_request(images, top_k, model_version), callback, timeout_s)
+        done.wait()
+        result, error = outcome
+        if error is not None:
+            raise error
+        return result
+
+    def async_classify(self, request: classifier_pb2.ClassifyRequest, callback: ResultCallback,
+                       timeout_s: Optional[float] = None) -> None:
+        """Start one request; callback(result, error) runs on another thread when it ends."""
+        raise NotImplementedError
 
 
 def bearer_metadata(token: Optional[str]) -> Tuple[Tuple[str, str], ...]:

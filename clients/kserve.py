@@ -18,13 +18,14 @@ import grpc
 import requests
 
 from clients.channel import TlsConfig, create_channel
-from clients.client import (ClassifierClient, ClassifyResult, ClientError, Image, Prediction, ResultCallback,
-                            deliver_result, bearer_metadata, make_request)
+from clients.client import (CallbackClient, ClassifierClient, ClassifyResult, ClientError, Prediction,
+                            ResultCallback, deliver_result, bearer_metadata)
+from clients.streaming import StreamingClassifierClient
 from genet.v1 import classifier_pb2
 from inference import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc
 from kserve_bytes import join_bytes, split_bytes
 
-PROTOCOLS = ("genet", "kserve-grpc", "kserve-http")
+PROTOCOLS = ("genet", "genet-stream", "kserve-grpc", "kserve-http")
 OUTPUT = "probabilities"
 # HTTP status -> the gRPC code the server maps to it (docs/kserve.md).
 HTTP_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -38,6 +39,8 @@ def create_client(protocol: str, target: str, *, model_name: str = "", timeout_s
     """A client speaking `protocol` (one of PROTOCOLS) to `target` (host:port; the HTTP port for kserve-http)."""
     if protocol == "genet":
         return ClassifierClient(target, timeout_s=timeout_s, tls=tls, token=token, **genet_options)
+    if protocol == "genet-stream":
+        return StreamingClassifierClient(target, timeout_s=timeout_s, tls=tls, token=token)
     if protocol == "kserve-grpc":
         return KServeGrpcClient(target, model_name, timeout_s=timeout_s, tls=tls, token=token)
     if protocol == "kserve-http":
@@ -45,50 +48,13 @@ def create_client(protocol: str, target: str, *, model_name: str = "", timeout_s
     raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
 
 
-class _KServeClient:
-    """classify and context management on top of a subclass's async_classify."""
-
-    def __init__(self, model_name: str, timeout_s: float) -> None:
-        self.model_name = model_name
-        self._timeout_s = timeout_s
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the connection(s)."""
-
-    def classify(self, images: Sequence[Image], top_k: int = 5, model_version: str = "",
-                 timeout_s: Optional[float] = None) -> ClassifyResult:
-        """The top_k predictions of every image, in the order given; ClientError on failure."""
-        done = threading.Event()
-        outcome: List = []
-
-        def callback(result, error):
-            outcome.extend((result, error))
-            done.set()
-
-        self.async_classify(make_request(images, top_k, model_version), callback, timeout_s)
-        done.wait()
-        result, error = outcome
-        if error is not None:
-            raise error
-        return result
-
-    def async_classify(self, request: classifier_pb2.ClassifyRequest, callback: ResultCallback,
-                       timeout_s: Optional[float] = None) -> None:
-        raise NotImplementedError
-
-
-class KServeGrpcClient(_KServeClient):
+class KServeGrpcClient(CallbackClient):
     """KServe v2 over gRPC."""
 
     def __init__(self, target: str, model_name: str, *, timeout_s: float = 10.0, tls: Optional[TlsConfig] = None,
                  token: Optional[str] = None) -> None:
-        super().__init__(model_name, timeout_s)
+        super().__init__(timeout_s)
+        self.model_name = model_name
         self._channel = create_channel(target, tls, ())
         self._stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = bearer_metadata(token)
@@ -107,12 +73,13 @@ class KServeGrpcClient(_KServeClient):
         future.add_done_callback(lambda done: deliver_result(done, callback, _v2_result))
 
 
-class KServeHttpClient(_KServeClient):
+class KServeHttpClient(CallbackClient):
     """KServe v2 over HTTP/REST (requests, in a thread pool: one keep-alive session per thread)."""
 
     def __init__(self, target: str, model_name: str, *, timeout_s: float = 10.0, tls: Optional[TlsConfig] = None,
                  token: Optional[str] = None, max_in_flight: int = 64) -> None:
-        super().__init__(model_name, timeout_s)
+        super().__init__(timeout_s)
+        self.model_name = model_name
         scheme = "https" if tls is not None else "http"
         self.url = target if "://" in target else f"{scheme}://{target}"
         self._verify = str(tls.root_ca) if tls is not None and tls.root_ca else tls is not None

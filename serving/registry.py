@@ -33,6 +33,8 @@ class ModelRegistry:
         self._latest: Optional[str] = None
         self._draining: Set[ServedModel] = set()  # unloaded, not yet closed
         self._closed = False
+        self.closing = asyncio.Event()
+        """Set when the server starts shutting down (close()): open streams stop reading."""
 
     @property
     def ready(self) -> bool:
@@ -96,6 +98,7 @@ class ModelRegistry:
 
         From now on every request is refused with Unavailable (shutting down)."""
         self._closed = True
+        self.closing.set()
         models = [self._models.pop(version) for version in self.versions()]
         self._latest = None
         await asyncio.gather(*(self._close(model, timeout_s) for model in models + list(self._draining)))

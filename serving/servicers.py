@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Iterator, Optional
+from typing import Awaitable, Iterator, Optional, Tuple, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -18,9 +18,11 @@ from genet.v1 import classifier_pb2, classifier_pb2_grpc
 from serving.dataplane import Classification, DataPlane
 from serving.errors import ServingError
 from serving.metrics import ServingMetrics
+from serving.streams import answer_stream
 
 LOG = logging.getLogger(__name__)
 CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
+T = TypeVar("T")
 
 
 class CallOutcome:
@@ -53,18 +55,38 @@ def rpc_method(handler):
         with recorded_call(self.metrics, method) as outcome:
             try:
                 return await handler(self, request, context)
-            except ServingError as error:
-                outcome.code, message = error.code, error.message
             except asyncio.CancelledError:
                 outcome.code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
                 raise
-            except Exception as error:  # a bug: log it, answer INTERNAL without internals
-                outcome.code = "INTERNAL"
-                message = f"internal error in {method}: {type(error).__name__}"
-                LOG.exception("%s failed", method)
+            except Exception as error:
+                outcome.code, message = status_of(error, method)
         await context.abort(getattr(grpc.StatusCode, outcome.code), message)
 
     return wrapper
+
+
+async def stream_message(metrics: ServingMetrics, method: str, work: Awaitable[T],
+                         context) -> Tuple[Optional[T], Optional[Tuple[str, str]]]:
+    """Await one request of a stream, recorded like a call of `method`: (its result, None) or, when it
+    failed, (None, (status code name, message)). Cancellation propagates (the stream is going away)."""
+    with recorded_call(metrics, method) as outcome:
+        try:
+            return await work, None
+        except asyncio.CancelledError:
+            outcome.code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
+            raise
+        except Exception as error:
+            outcome.code, message = status_of(error, method)
+            return None, (outcome.code, message)
+
+
+def status_of(error: Exception, method: str) -> Tuple[str, str]:
+    """The status (code name, message) a call of `method` that raised `error` ends with: a ServingError's
+    own, anything else (a bug: logged) INTERNAL without internals."""
+    if isinstance(error, ServingError):
+        return error.code, error.message
+    LOG.error("%s failed", method, exc_info=error)
+    return "INTERNAL", f"internal error in {method}: {type(error).__name__}"
 
 
 class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
@@ -77,9 +99,26 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     @rpc_method
     async def Classify(self, request, context):
         """Ranked labels for every image of the request, in request order."""
+        return await self._classify(request, context)
+
+    async def ClassifyStream(self, request_iterator, context):
+        """Classify every request of the stream as it comes; one ClassifyStreamResponse each, as each finishes."""
+        async def answer(request):
+            response, error = await stream_message(self.metrics, "ClassifyStream", self._classify(request, context),
+                                                   context)
+            if error is None:
+                return classifier_pb2.ClassifyStreamResponse(request_id=request.request_id, response=response)
+            code, message = error
+            return classifier_pb2.ClassifyStreamResponse(
+                request_id=request.request_id,
+                error=classifier_pb2.Status(code=getattr(grpc.StatusCode, code).value[0], message=message))
+
+        await answer_stream(context, answer, self.dataplane)
+
+    async def _classify(self, request, context) -> classifier_pb2.ClassifyResponse:
         result = await self.dataplane.classify(list(request.images), request.top_k, request.model_version,
                                                deadline_of(context))
-        return _classify_response(result)
+        return _classify_response(result, request.request_id)
 
     @rpc_method
     async def GetModelInfo(self, request, context):
@@ -88,8 +127,9 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         return json_format.ParseDict(info, classifier_pb2.ModelInfo())
 
 
-def _classify_response(result: Classification) -> classifier_pb2.ClassifyResponse:
-    response = classifier_pb2.ClassifyResponse(model_name=result.model_name, model_version=result.model_version)
+def _classify_response(result: Classification, request_id: str) -> classifier_pb2.ClassifyResponse:
+    response = classifier_pb2.ClassifyResponse(model_name=result.model_name, model_version=result.model_version,
+                                               request_id=request_id)
     for predictions in result.results:
         response.results.add().predictions.extend(
             classifier_pb2.Prediction(class_id=p.class_id, label=p.label, score=p.score) for p in predictions)

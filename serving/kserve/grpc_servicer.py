@@ -13,7 +13,8 @@ from serving.kserve import tensors
 from serving.kserve.service import InferRequest, KServeService, RequestedOutput
 from serving.kserve.tensors import BYTES, Tensor
 from serving.metrics import ServingMetrics
-from serving.servicers import deadline_of, rpc_method
+from serving.servicers import deadline_of, rpc_method, stream_message
+from serving.streams import answer_stream
 
 KSERVE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # Probes of the server as a whole, open without a token like grpc.health.v1 (and /v2/health/* over HTTP).
@@ -26,7 +27,7 @@ CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "in
 
 
 class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    """The required RPCs of the Open Inference Protocol."""
+    """The required RPCs of the Open Inference Protocol, and Triton's ModelStreamInfer."""
 
     def __init__(self, service: KServeService, metrics: ServingMetrics) -> None:
         self.service = service
@@ -71,6 +72,24 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc_method
     async def ModelInfer(self, request, context):
         """Classify the request's images (encoded files or preprocessed pixels)."""
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """ModelInfer on every request of the stream as it comes (Triton's extension); one response each,
+        as each finishes. A failed request's response has error_message "<status code name>: <message>" and
+        an infer_response with only the model and the request's id."""
+        async def answer(request):
+            response, error = await stream_message(self.metrics, "ModelStreamInfer", self._infer(request, context),
+                                                   context)
+            if error is None:
+                return pb.ModelStreamInferResponse(infer_response=response)
+            code, message = error
+            return pb.ModelStreamInferResponse(error_message=f"{code}: {message}", infer_response=pb.ModelInferResponse(
+                model_name=request.model_name, model_version=request.model_version, id=request.id))
+
+        await answer_stream(context, answer, self.service.dataplane)
+
+    async def _infer(self, request, context) -> pb.ModelInferResponse:
         raw = len(request.raw_input_contents) > 0
         result = await self.service.infer(_infer_request(request), deadline_of(context))
         response = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version,

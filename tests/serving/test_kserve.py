@@ -118,6 +118,11 @@ def test_tritonclient_grpc_and_http_give_genet_v1_results(server, images, pixels
             np.testing.assert_allclose([float(score) for score, _, _ in parsed],
                                        [genet_dense[index] for index, _ in genet_ranking], rtol=0,
                                        atol=SCORE_TOLERANCE)
+    streamed = seen["stream"]
+    assert sorted(streamed["probabilities"]) == sorted(str(index) for index in range(len(images)))
+    for index, row in enumerate(dense):
+        np.testing.assert_allclose(streamed["probabilities"][str(index)], [row], rtol=0, atol=SCORE_TOLERANCE)
+    assert len(streamed["errors"]) == 1 and streamed["errors"][0].startswith("INVALID_ARGUMENT: image 0: ")
 
 
 # ---- gRPC with typed contents ----
@@ -357,7 +362,8 @@ def test_http_and_grpc_v2_need_the_token_except_health(token_server, pixels):
 def test_the_client_library_gives_the_same_results_over_every_protocol(server, images, genet_scores):
     from clients.kserve import PROTOCOLS, create_client
     _, ranking = genet_scores
-    targets = {"genet": server.address, "kserve-grpc": server.address, "kserve-http": server.http_url}
+    targets = {"genet": server.address, "genet-stream": server.address, "kserve-grpc": server.address,
+               "kserve-http": server.http_url}
     for protocol in PROTOCOLS:
         with create_client(protocol, targets[protocol], model_name=MODEL_NAME, timeout_s=60) as client:
             result = client.classify(images, top_k=3)

@@ -77,6 +77,23 @@ def test_tokens_are_checked_and_health_and_reflection_stay_open(tls_token_server
     assert tls_token_server.metric("genet_auth_rejections_total", code="PERMISSION_DENIED") == 2
 
 
+def test_streams_need_the_token_too(tls_token_server, pki):
+    def stream_outcome(token=None):
+        metadata = () if token is None else (("authorization", token),)
+        with channel(tls_token_server.address, client_credentials(pki)) as open_channel:
+            stub = classifier_pb2_grpc.ClassifierStub(open_channel)
+            try:
+                (response,) = stub.ClassifyStream(iter([classifier_pb2.ClassifyRequest(request_id="no images")]),
+                                                  timeout=10, metadata=metadata)
+            except grpc.RpcError as error:
+                return error.code()
+        return response.error.message
+
+    assert stream_outcome() == grpc.StatusCode.UNAUTHENTICATED
+    assert stream_outcome(f"Bearer not-{TOKENS[0]}") == grpc.StatusCode.PERMISSION_DENIED
+    assert stream_outcome(f"Bearer {TOKENS[1]}") == "the request has no images"
+
+
 def test_a_tls_server_refuses_plaintext_and_untrusted_certificates(tls_token_server, pki):
     assert info_code(tls_token_server.address, None, f"Bearer {TOKENS[0]}") == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(grpc.RpcError) as caught:

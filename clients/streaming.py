@@ -48,18 +48,22 @@ class RequestStream:
         self._ids = itertools.count()
         self._read_outcome = read_outcome
         self.ended = False
+        self.error: Optional[ClientError] = None
+        """What ended the stream, once it has ended (None: it ended OK)."""
         self._responses = method(iter(self._outgoing.get, _END), metadata=metadata)
         self._reader = threading.Thread(target=self._read, name="stream-reader", daemon=True)
         self._reader.start()
 
-    def send(self, build: Callable[[str], Any], callback: ResultCallback) -> None:
-        """Send the message `build(request_id)`; callback(result, error) runs on the reader thread."""
+    def send(self, build: Callable[[str], Any], callback: ResultCallback) -> bool:
+        """Send the message `build(request_id)`; callback(result, error) runs on the reader thread.
+        False, and nothing sent, if the stream has ended."""
         with self._lock:
             if self.ended:
-                raise ClientError(grpc.StatusCode.UNAVAILABLE, "the stream has ended")
+                return False
             request_id = str(next(self._ids))
             self._pending[request_id] = callback
         self._outgoing.put(build(request_id))
+        return True
 
     def close(self, timeout_s: Optional[float] = None) -> None:
         """Half-close: wait up to `timeout_s` for the outstanding responses, then cancel the call."""
@@ -69,7 +73,7 @@ class RequestStream:
         self._reader.join()
 
     def _read(self) -> None:
-        error = ClientError(grpc.StatusCode.UNAVAILABLE, "the stream ended before this request was answered")
+        error = None
         try:
             for response in self._responses:
                 request_id, result, failure = self._read_outcome(response)
@@ -83,8 +87,10 @@ class RequestStream:
             error = ClientError.from_rpc_error(ended)
         finally:
             with self._lock:
-                self.ended = True
+                self.ended, self.error = True, error
                 unanswered, self._pending = self._pending, {}
+            self._outgoing.put(_END)  # ends gRPC's thread that reads the requests, if it still waits
+            error = error or ClientError(grpc.StatusCode.UNAVAILABLE, "the stream ended before the answer")
             for callback in unanswered.values():
                 callback(None, error)
 
@@ -117,11 +123,14 @@ class StreamingClassifierClient(CallbackClient):
             message.request_id = request_id
             return message
 
-        with self._lock:
-            if self._stream is None or self._stream.ended:
-                self._stream = RequestStream(self._method, self._metadata, _genet_outcome)
-            stream = self._stream
-        stream.send(build, callback)
+        for _ in range(2):  # the stream may end between the check and the send: then once on a new one
+            with self._lock:
+                if self._stream is None or self._stream.ended:
+                    self._stream = RequestStream(self._method, self._metadata, _genet_outcome)
+                stream = self._stream
+            if stream.send(build, callback):
+                return
+        callback(None, stream.error or ClientError(grpc.StatusCode.UNAVAILABLE, "the stream ended at once"))
 
 
 def _genet_outcome(response: classifier_pb2.ClassifyStreamResponse) -> Outcome:

@@ -113,7 +113,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
                 request_id=request.request_id,
                 error=classifier_pb2.Status(code=getattr(grpc.StatusCode, code).value[0], message=message))
 
-        await answer_stream(context, answer, self.dataplane)
+        await answer_stream(context, answer, lambda request: len(request.images), self.dataplane)
 
     async def _classify(self, request, context) -> classifier_pb2.ClassifyResponse:
         result = await self.dataplane.classify(list(request.images), request.top_k, request.model_version,

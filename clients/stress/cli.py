@@ -2,8 +2,8 @@
 
     python -m clients.stress [--quick] [--model-repository DIR] [--skip CHECK ...] [--report reports/stress.json]
 
-Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), cancellation,
-flood and workers (worker-crash and worker-hang: each on a server of its own), training (kill -9 and
+Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), sigterm-stream,
+cancellation, flood and workers (worker-crash and worker-hang: each on a server of its own), training (kill -9 and
 resume). Each check's module documents what it asserts and
 the margins of its timed bounds. Exit status 0 when every check that ran passed and no request was
 lost, 1 otherwise.
@@ -26,7 +26,7 @@ from clients.stress.results import CheckResult
 from clients.stress.serving_checks import MAIN_SERVER_CHECKS, Setup, guarded, serving_checks
 
 logger = logging.getLogger("clients.stress")
-CHECKS = (*MAIN_SERVER_CHECKS, "cancellation", "flood", "workers", "training")
+CHECKS = (*MAIN_SERVER_CHECKS, "sigterm-stream", "cancellation", "flood", "workers", "training")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -3,8 +3,9 @@
 The main server takes, in order: the bad-input corpus and capacity and overload, each over genet.v1
 gRPC and then over the KServe v2 HTTP port (`-http`), a hot reload under load, and SIGTERM under load
 (which ends it). The cancellation check needs batches that wait
-seconds for company, the flood of large requests a low --max-concurrent-rpcs, and the worker
-faults two workers and a short inference timeout, so each gets a server of its own.
+seconds for company, the flood of large requests a low --max-concurrent-rpcs, the worker faults two
+workers and a short inference timeout, and SIGTERM under load over a ClassifyStream (`sigterm-stream`)
+a server to end, so each gets a server of its own.
 """
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from clients.benchmark.runner import build_requests
 from clients.benchmark.servers import ServerProcess
 from clients.client import ClassifierClient, RetryPolicy
 from clients.kserve import KServeHttpClient
+from clients.streaming import StreamingClassifierClient
 from clients.stress import forge
 from clients.stress.bad_inputs import run_bad_inputs
 from clients.stress.cancellation import CANCEL_SERVER_OPTIONS, run_cancellation
@@ -89,7 +91,7 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
         pid, info = server.process.pid, client.model_info()
         limits = Limits(info.limits.max_images_per_request, info.limits.max_message_bytes,
                         info.limits.max_image_pixels)
-        concurrency = max(1, info.batching.max_queue_size // IMAGES_PER_REQUEST // 2)
+        concurrency = load_concurrency(info)
         with KServeHttpClient(server.http_url, info.name, timeout_s=30.0) as http_client:
             protocols = (("", client), ("-http", http_client))  # genet.v1 gRPC, then KServe v2 HTTP
             for suffix, protocol_client in protocols:
@@ -111,6 +113,11 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
     return results
 
 
+def load_concurrency(info) -> int:
+    """The closed loop's concurrency that measures capacity: half the queue in IMAGES_PER_REQUEST requests."""
+    return max(1, info.batching.max_queue_size // IMAGES_PER_REQUEST // 2)
+
+
 def _capacity(client, requests: list, concurrency: int, duration_s: float, suffix: str) -> dict:
     capacity = measure_capacity(client, requests, concurrency, duration_s)
     logger.info("capacity%s: %.1f requests/s (%.1f images/s)", suffix, capacity["throughput_rps"],
@@ -129,6 +136,20 @@ def cancellation_check(setup: Setup) -> CheckResult:
     return result
 
 
+def sigterm_stream_check(setup: Setup) -> CheckResult:
+    """The sigterm check with its load on one ClassifyStream, against a server of its own."""
+    args = ["--model-repository", str(setup.repository), "--backend", setup.backend, *SERVER_OPTIONS]
+    requests = load_requests()
+    with ServerProcess(args, setup.log_dir / "server-sigterm-stream.log", python=setup.python,
+                       grace_s=GRACE_PERIOD_S + 30) as server, \
+            StreamingClassifierClient(server.address, timeout_s=30.0) as client:
+        with _client(server.address) as unary:
+            concurrency = load_concurrency(unary.model_info())
+        capacity = _capacity(client, requests, concurrency, setup.plan.capacity_s, "-stream")
+        return run_sigterm(client, requests, setup.plan.sigterm_factor * capacity["throughput_rps"], server.stop,
+                           GRACE_PERIOD_S, setup.plan.sigterm_before_s, setup.plan.sigterm_after_s, "sigterm-stream")
+
+
 def serving_checks(setup: Setup) -> List[CheckResult]:
     """Every serving check, each reported even when another one crashed or its server did not start."""
     try:
@@ -136,6 +157,7 @@ def serving_checks(setup: Setup) -> List[CheckResult]:
     except Exception as error:  # e.g. the server did not start: every check on it failed
         logger.exception("the main server checks crashed")
         results = [guarded(name, setup.skip, lambda crash=error: _raise(crash)) for name in MAIN_SERVER_CHECKS]
+    results.append(guarded("sigterm-stream", setup.skip, lambda: sigterm_stream_check(setup)))
     results.append(guarded("cancellation", setup.skip, lambda: cancellation_check(setup)))
     results.append(guarded("flood", setup.skip, lambda: run_flood(
         setup.repository, setup.backend, setup.python, setup.log_dir, compare=setup.plan.flood_compare)))

@@ -68,9 +68,12 @@ def _load_and_signal(client, requests, rate: float, stop_server: Callable[[], in
 
 
 def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.ClassifyRequest], rate: float,
-                stop_server: Callable[[], int], grace_period_s: float, before_s: float, after_s: float
-                ) -> CheckResult:
-    """Open loop at rate; SIGTERM (stop_server) after before_s; the load goes on for after_s more."""
+                stop_server: Callable[[], int], grace_period_s: float, before_s: float, after_s: float,
+                name: str = "sigterm") -> CheckResult:
+    """Open loop at rate; SIGTERM (stop_server) after before_s; the load goes on for after_s more.
+
+    `client` may send over a stream (clients.streaming): a stream answers what it has read and then ends
+    with UNAVAILABLE "shutting down", which its unanswered requests get, so they count as refused."""
     measurement, signalled, exit_status, exit_s = _load_and_signal(client, requests, rate, stop_server, before_s,
                                                                    after_s)
     records = measurement.records
@@ -78,7 +81,7 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
     lost = [r for r in records if r.code not in ("OK", "CANCELLED") and not is_refused(r)]
     lost += [r for r in records if r.code == "CANCELLED" and not is_cancelled_at_stop(r, signalled, grace_period_s)]
     in_flight = [r for r in records if r.code == "OK" and r.sent < signalled < r.end]
-    result = CheckResult("sigterm", faults=1, requests=len(records) + measurement.unfinished,
+    result = CheckResult(name, faults=1, requests=len(records) + measurement.unfinished,
                          lost=len(lost) + measurement.unfinished)
     result.load = {"rate": round(rate, 1), "duration_s": before_s + after_s,
                    "achieved_rps": round(result.requests / (before_s + after_s), 1)}

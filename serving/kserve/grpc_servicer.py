@@ -87,7 +87,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             return pb.ModelStreamInferResponse(error_message=f"{code}: {message}", infer_response=pb.ModelInferResponse(
                 model_name=request.model_name, model_version=request.model_version, id=request.id))
 
-        await answer_stream(context, answer, self.service.dataplane)
+        await answer_stream(context, answer, _batch_size, self.service.dataplane)
 
     async def _infer(self, request, context) -> pb.ModelInferResponse:
         raw = len(request.raw_input_contents) > 0
@@ -101,6 +101,12 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             else:
                 getattr(output.contents, CONTENTS_FIELDS[tensor.datatype]).extend(tensors.to_values(tensor))
         return response
+
+
+def _batch_size(request: pb.ModelInferRequest) -> int:
+    """The images of a request as its first input's leading dimension says (1 when it says nothing usable)."""
+    shape = request.inputs[0].shape if request.inputs else ()
+    return max(1, shape[0]) if shape else 1
 
 
 def _infer_request(request: pb.ModelInferRequest) -> InferRequest:

@@ -104,7 +104,8 @@ def test_quick_suite_loses_nothing_and_answers_as_documented(model_repository, t
     checks = {check["name"]: check for check in report["checks"]}
     assert {name: check["verdict"] for name, check in checks.items()} == {
         "bad-inputs": "PASS", "bad-inputs-http": "PASS", "overload": "PASS", "overload-http": "PASS",
-        "reload": "PASS", "sigterm": "PASS", "cancellation": "PASS", "flood": "PASS", "worker-crash": "PASS",
+        "reload": "PASS", "sigterm": "PASS", "sigterm-stream": "PASS", "cancellation": "PASS", "flood": "PASS",
+        "worker-crash": "PASS",
         "worker-hang": "PASS", "training": "SKIP"}
     assert checks["reload"]["details"]["ok_after_swap"] > 0
     assert not checks["overload"]["latency_judged"]  # reported only: CI shares the cores with the test suite

@@ -92,24 +92,24 @@ def test_the_requests_of_one_stream_are_batched_together(mslite_server, images):
 
 
 def test_a_stream_stops_reading_at_the_queue_size_instead_of_overflowing_it(start_lite_server, images):
-    """With its worker stopped, a stream of 10 single-image requests holds --max-queue-size (4) of them; none
-    is refused as queue full, and all are answered once the worker resumes."""
+    """With its worker stopped, a stream of 10 two-image requests holds --max-queue-size (4) images of them;
+    none is refused as queue full, and all are answered once the worker resumes."""
     server = start_lite_server("--max-queue-size", "4", "--max-images-per-request", "4", "--max-batch-size", "1")
     (worker,) = worker_pids(server)
     os.kill(worker, signal.SIGSTOP)
     stream = OpenStream(server.address)
     try:
         for index in range(10):
-            stream.send([images[index % len(images)]], str(index))
+            stream.send([images[index % len(images)], images[(index + 1) % len(images)]], str(index))
         wait_until(lambda: server.metric("genet_queue_depth_images") == 4, what="a full queue")
         time.sleep(0.5)
-        assert server.metric("genet_requests_in_progress", method="ClassifyStream") == 4
+        assert server.metric("genet_requests_in_progress", method="ClassifyStream") == 2
     finally:
         os.kill(worker, signal.SIGCONT)
     stream._outgoing.put(None)
     assert stream.wait_closed() is None
     assert sorted(int(response.request_id) for response in stream.responses) == list(range(10))
-    assert all(response.WhichOneof("outcome") == "response" for response in stream.responses)
+    assert all(len(response.response.results) == 2 for response in stream.responses)
 
 
 def test_cancelling_a_stream_drops_its_queued_requests(start_lite_server, images):

@@ -120,7 +120,7 @@ bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init
 	  --max-batch-size 8 --concurrency 1,4,16 \
 	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime --out reports/reference $(ARGS)
 
-stress: setup ## fault-and-load suite: bad inputs and 4x overload (gRPC and HTTP), cancellation, SIGTERM and hot reload under load, kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
+stress: setup ## fault-and-load suite: bad inputs and 4x overload (gRPC and HTTP), cancellation, SIGTERM and hot reload under load (SIGTERM also over a stream), kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
 	$(PY) -m clients.stress --report reports/stress.json $(ARGS)
 
 demo: ## the main job end to end: setup -> data -> train -> export -> serve -> classify -> bench

@@ -78,7 +78,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help=f"images (files, or folders searched for {', '.join(sorted(IMAGE_SUFFIXES))}) for the load "
                            f"(default: {LOAD_IMAGES} images of --data)")
     load.add_argument("--protocol", type=_protocols, default=["genet"], metavar="P[,P...]",
-                      help="protocols measured side by side on each server: genet (genet.v1), kserve-grpc, "
+                      help="protocols measured side by side on each server: genet (genet.v1), genet-stream "
+                           "(genet.v1 ClassifyStream: every request of the level on one stream), kserve-grpc, "
                            "kserve-http (KServe v2; images as BYTES, top-k by the classification extension); "
                            "default genet")
     load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")

@@ -1,4 +1,5 @@
-"""A client in another language (Node.js), written from the .proto alone: Classify, GetModelInfo, reflection."""
+"""A client in another language (Node.js), written from the .proto alone: Classify, ClassifyStream, GetModelInfo,
+reflection."""
 import json
 import re
 import shutil
@@ -55,7 +56,7 @@ def test_a_node_client_from_the_proto_alone_classifies_and_discovers_the_service
     completed = subprocess.run(["node", str(node_client), server.address, str(PROTO), images[0]],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    info, predictions, services = [json.loads(line) for line in completed.stdout.splitlines()]
+    info, predictions, streamed, services = [json.loads(line) for line in completed.stdout.splitlines()]
     assert info["labels"] == labels and info["num_classes"] == len(labels) and info["backend"] == "mslite"
     with ClassifierClient(server.address) as client:
         expected = client.classify([images[0]], top_k=3).predictions[0]
@@ -63,3 +64,7 @@ def test_a_node_client_from_the_proto_alone_classifies_and_discovers_the_service
     assert [p["label"] for p in predictions] == [p.label for p in expected]
     assert [p["score"] for p in predictions] == pytest.approx([p.score for p in expected], abs=1e-6)
     assert "genet.v1.Classifier" in services and "grpc.health.v1.Health" in services
+    answers = {answer["request_id"]: answer for answer in streamed}
+    assert sorted(answers) == ["bad", "image"]
+    assert answers["image"]["outcome"] == "response" and answers["image"]["predictions"] == predictions
+    assert answers["bad"]["outcome"] == "error" and answers["bad"]["error"]["code"] == 3  # INVALID_ARGUMENT

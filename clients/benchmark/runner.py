@@ -3,12 +3,16 @@
 Besides latency and throughput each level records the CPU time spent per image by the server process
 (its Prometheus process_cpu_seconds_total) and by this benchmark process: on a machine where client
 and server share the cores, what the load generator burns is missing from the server's throughput.
+It also records how busy the machine's cores were (`machine_busy`, 0-1 of all cores): a level that
+leaves cores idle is limited by waiting, not by CPU.
 """
 import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import psutil
 
 from clients.benchmark import server_metrics
 from clients.benchmark.load import run_closed_loop, run_open_loop
@@ -60,11 +64,12 @@ def run_levels(client: ClassifierClient, images: Sequence[Path], plan: LoadPlan,
 def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: Optional[str], callback) -> dict:
     """One load level: its summary, plus mean server batch and CPU per image when metrics_url is known."""
     before = server_metrics.scrape(metrics_url) if metrics_url else None
-    client_cpu = time.process_time()
+    client_cpu, machine = time.process_time(), psutil.cpu_times()
     loop = run_closed_loop if mode == "concurrency" else run_open_loop
     measurement = loop(client, requests, level, plan.warmup_s, plan.duration_s, plan.timeout_s, callback)
     client_cpu = time.process_time() - client_cpu
     summary = summarise(measurement)
+    summary["machine_busy"] = busy_fraction(machine, psutil.cpu_times())
     images = sum(r.images for r in measurement.records if r.code == "OK")  # warm-up included, like the CPU
     cpu = {"client": _per_image_ms(client_cpu, images)}
     if metrics_url:
@@ -73,6 +78,16 @@ def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: 
         cpu["server"] = _per_image_ms(server_metrics.cpu_seconds(before, after), images)
     summary["cpu_ms_per_image"] = cpu
     return summary
+
+
+def busy_fraction(before, after) -> Optional[float]:
+    """The share of all cores' time between two psutil.cpu_times() that was not idle (waiting for I/O is idle;
+    guest time is left out of the total, as psutil.cpu_percent does: Linux counts it in user time too)."""
+    def delta(*fields):
+        return sum(getattr(after, field, 0.0) - getattr(before, field, 0.0) for field in fields)
+
+    total = sum(after) - sum(before) - delta("guest", "guest_nice")
+    return round(1.0 - delta("idle", "iowait") / total, 3) if total > 0 else None
 
 
 def _per_image_ms(seconds: Optional[float], images: int) -> Optional[float]:

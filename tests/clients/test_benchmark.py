@@ -5,10 +5,12 @@ import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import psutil
 import pytest
 
 from clients.benchmark.cli import load_images, main, parse_args
 from clients.benchmark.report import draw, format_summary, panel_series, series_styles
+from clients.benchmark.runner import busy_fraction
 from clients.benchmark.runtimes import BackendChoice, measurable, native_bf16, parse_backend
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
@@ -57,6 +59,7 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
                                                 run["max_batch_size"])
         assert run["efficiency"] > 0
         assert run["cpu_ms_per_image"]["server"] > 0 and run["cpu_ms_per_image"]["client"] > 0
+        assert 0 < run["machine_busy"] <= 1
     assert {r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs1"} == {1.0}
     assert [r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs4" and r["concurrency"] == 1] == [1.0, 2.0]
 
@@ -160,6 +163,18 @@ def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tm
     _check_latency(run["latency_ms"])
     assert run["cpu_ms_per_image"]["server"] > 0
     assert run["efficiency"] is None and report["offline"] == [] and report["accuracy"] is None
+
+
+def test_machine_busy_is_the_non_idle_share_of_all_cores_without_counting_guest_time_twice():
+    times = type(psutil.cpu_times())
+    fields = times._fields
+    before = times._make([0.0] * len(fields))
+    after = dict.fromkeys(fields, 0.0)
+    after.update(user=3.0, system=1.0, idle=3.0)
+    after.update({name: 1.0 for name in ("iowait", "guest") if name in fields})  # guest is inside user on Linux
+    idle = 3.0 + (1.0 if "iowait" in fields else 0.0)
+    assert busy_fraction(before, times(**after)) == pytest.approx(round(4.0 / (4.0 + idle), 3))
+    assert busy_fraction(before, before) is None
 
 
 def test_unreachable_target_fails_with_one_message(free_port, images, tmp_path, capsys):

@@ -1,17 +1,18 @@
 """Classify over streams: many requests on one genet.v1 ClassifyStream call instead of a call each.
 
-A message on an open stream costs the client and the server less CPU than a call of its own, which is
-what a client sending many small requests pays for. Responses come back as each request finishes,
+A message on an open stream costs the server less CPU than a call of its own (README, Measured, for
+what that bought on 2 cores shared with the client). Responses come back as each request finishes,
 matched to their requests by request_id.
 
     with StreamingClassifierClient("127.0.0.1:8500") as client:
         client.async_classify(make_request(["cat.jpg"]), lambda result, error: print(result, error))
         print(client.classify(["dog.jpg"]))
 
-A stream has no per-request deadline: a request's wait is bounded by the server's queue, which
-refuses what it cannot hold (RESOURCE_EXHAUSTED). When the stream ends (the server shuts down, the
-connection breaks), requests without an answer get the stream's error, e.g. UNAVAILABLE; they were
-not computed and can be sent again. The next request opens a new stream.
+A stream has no per-request deadline. The server holds at most its queue size in images of one
+stream and then stops reading it, so requests beyond that wait in the stream (HTTP/2 flow control)
+instead of being refused. When the stream ends (the server shuts down, the connection breaks),
+requests without an answer get the stream's error, e.g. UNAVAILABLE; they were not computed and can
+be sent again. The next request opens a new stream.
 """
 import itertools
 import logging

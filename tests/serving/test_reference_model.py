@@ -1,7 +1,7 @@
 """The reference GENet_Res50 (theta-plus, 224 px, 1000 classes, BN statistics calibrated on real images)
 served by a real Lite server: its probabilities equal ONNX Runtime's on the same preprocessed photos at
-batch sizes on and off the ladder, with 1 and 2 inference threads, before and after a hot reload that
-frees the old version.
+batch sizes on and off the ladder, with 1 and 2 inference threads, over a ClassifyStream of single
+photos, and before and after a hot reload that frees the old version.
 
 One request of N photos per size N, with a long queue delay, forms exactly one batch of N (the
 server's batch-size metric is checked); the Lite backend runs each at its own size, resizing its
@@ -10,13 +10,15 @@ Models between them, the path on which Lite 2.0 can compute wrong logits
 """
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime
 import psutil
 import pytest
 
 from clients.benchmark.servers import ServerProcess
-from clients.client import ClassifierClient
+from clients.client import ClassifierClient, make_request
+from genet.v1 import classifier_pb2_grpc
 from modelrepo.manifest import read_manifest
 from serving.preprocessing import Preprocessor
 from tests.serving.test_operations import wait_until
@@ -94,6 +96,25 @@ def check_sizes(server, batch_photos, expected: np.ndarray, version: str) -> Non
         assert (probabilities.argmax(axis=1) == reference.argmax(axis=1)).all()
 
 
+def check_stream(server, batch_photos, expected: np.ndarray) -> None:
+    """The photos as single-image requests on one ClassifyStream: batched together, each equal to ONNX."""
+    batches = server.metric("genet_batch_size_count")
+    requests = [make_request([photo], top_k=expected.shape[1]) for photo in batch_photos]
+    for index, request in enumerate(requests):
+        request.request_id = str(index)
+    with grpc.insecure_channel(server.address) as channel:
+        responses = list(classifier_pb2_grpc.ClassifierStub(channel).ClassifyStream(iter(requests), timeout=300))
+    assert sorted(int(response.request_id) for response in responses) == list(range(len(batch_photos)))
+    assert server.metric("genet_batch_size_count") - batches < len(batch_photos)
+    for response in responses:
+        reference = expected[int(response.request_id)]
+        log_probabilities = np.full(expected.shape[1], -np.inf)
+        for prediction in response.response.results[0].predictions:
+            log_probabilities[prediction.class_id] = np.log(prediction.score)
+        error = np.abs(log_probabilities - reference).max() / (reference.max() - reference.min())
+        assert error <= TOLERANCE, f"photo {response.request_id}: log-probabilities {error:.3g} of their range apart"
+
+
 @pytest.fixture
 def start_server(reference_version, tmp_path):
     """Start a Lite server with `threads` on a private repository holding the reference as version 1."""
@@ -110,10 +131,11 @@ def start_server(reference_version, tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_served_probabilities_match_onnx_at_every_batch_size(threads, start_server, batch_photos,
+def test_served_probabilities_match_onnx_at_every_batch_size_and_over_a_stream(threads, start_server, batch_photos,
                                                              onnx_log_probabilities):
     with start_server(threads) as server:
         check_sizes(server, batch_photos, onnx_log_probabilities, "1")
+        check_stream(server, batch_photos, onnx_log_probabilities)
 
 
 def test_after_a_hot_reload_the_new_version_matches_onnx_and_the_old_one_is_freed(start_server, reference_version,

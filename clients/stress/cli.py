@@ -3,9 +3,9 @@
     python -m clients.stress [--quick] [--model-repository DIR] [--skip CHECK ...] [--report reports/stress.json]
 
 Checks: bad-inputs, overload, reload, sigterm (on one Lite server, in that order), sigterm-stream,
-cancellation, flood and workers (worker-crash and worker-hang: each on a server of its own), training (kill -9 and
-resume). Each check's module documents what it asserts and
-the margins of its timed bounds. Exit status 0 when every check that ran passed and no request was
+cancellation, flood and workers (worker-crash and worker-hang: each on a server of its own), training
+(kill -9 and resume). Each check's module documents what it asserts and the margins of its timed
+bounds. Exit status 0 when every check that ran passed and no request was
 lost, 1 otherwise.
 """
 import argparse

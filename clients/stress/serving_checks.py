@@ -4,8 +4,8 @@ The main server takes, in order: the bad-input corpus and capacity and overload,
 gRPC and then over the KServe v2 HTTP port (`-http`), a hot reload under load, and SIGTERM under load
 (which ends it). The cancellation check needs batches that wait
 seconds for company, the flood of large requests a low --max-concurrent-rpcs, the worker faults two
-workers and a short inference timeout, and SIGTERM under load over a ClassifyStream (`sigterm-stream`)
-a server to end, so each gets a server of its own.
+workers and a short inference timeout, and `sigterm-stream` (SIGTERM under load over one
+ClassifyStream) a server to stop: each gets a server of its own.
 """
 import logging
 from dataclasses import dataclass

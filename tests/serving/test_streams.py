@@ -33,6 +33,10 @@ class OpenStream:
     def send(self, images, request_id):
         self._outgoing.put(classifier_pb2.ClassifyRequest(images=images, request_id=request_id))
 
+    def done_sending(self):
+        """Half-close the call: the server ends it once every request sent is answered."""
+        self._outgoing.put(None)
+
     def wait_closed(self, timeout_s=60):
         """Wait until the call has ended; its error (None when it ended OK)."""
         self._reader.join(timeout_s)
@@ -106,7 +110,7 @@ def test_a_stream_stops_reading_at_the_queue_size_instead_of_overflowing_it(star
         assert server.metric("genet_requests_in_progress", method="ClassifyStream") == 2
     finally:
         os.kill(worker, signal.SIGCONT)
-    stream._outgoing.put(None)
+    stream.done_sending()
     assert stream.wait_closed() is None
     assert sorted(int(response.request_id) for response in stream.responses) == list(range(10))
     assert all(len(response.response.results) == 2 for response in stream.responses)

@@ -1,8 +1,7 @@
 """Classify over streams: many requests on one genet.v1 ClassifyStream call instead of a call each.
 
-A message on an open stream costs the server less CPU than a call of its own (README, Measured, for
-what that bought on 2 cores shared with the client). Responses come back as each request finishes,
-matched to their requests by request_id.
+No call is set up per request (README, Measured, for what that bought on 2 cores shared with the
+client). Responses come back as each request finishes, matched to their requests by request_id.
 
     with StreamingClassifierClient("127.0.0.1:8500") as client:
         client.async_classify(make_request(["cat.jpg"]), lambda result, error: print(result, error))

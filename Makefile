@@ -102,10 +102,11 @@ classify: setup ## classify IMAGES (default data/photos/*) with the server at TA
 # baselines keep their faster 2 threads in one process. Lite and OpenVINO side by side: 4 servers (6 where bf16 is native) x
 # 3 protocols x 2 images-per-request values x 3 levels of 1 + 3 s, then accuracy through each backend.
 BENCH_BACKENDS ?= mslite,openvino:f32,openvino:bf16
+BENCH_PROTOCOLS ?= genet,kserve-grpc,kserve-http
 bench: setup ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 1 and 16 on the latest model: c=1,4,16 with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA and the offline baseline of each backend -> reports/
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend $(BENCH_BACKENDS) \
 	  --server-arg=--model-name=$(NAME) --server-arg=--max-queue-size=512 --server-arg=--threads=1 --server-arg=--instances=2 --max-batch-size 1,16 \
-	  --concurrency 1,4,16 --warmup 1 --duration 3 --images-per-request 1,16 --protocol genet,kserve-grpc,kserve-http \
+	  --concurrency 1,4,16 --warmup 1 --duration 3 --images-per-request 1,16 --protocol $(BENCH_PROTOCOLS) \
 	  --data $(DATA) --out reports $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics

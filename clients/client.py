@@ -207,7 +207,8 @@ class CallbackClient:
 
     def classify(self, images: Sequence[Image], top_k: int = 5, model_version: str = "",
                  timeout_s: Optional[float] = None) -> ClassifyResult:
-        """The top_k predictions of every image, in the order given; ClientError on failure."""
+        """The top_k predictions of every image, in the order given; ClientError on failure, and
+        DEADLINE_EXCEEDED when no answer came within timeout_s (default: the client's) and a second."""
         done = threading.Event()
         outcome: List = []
 
@@ -215,8 +216,10 @@ class CallbackClient:
             outcome.extend((result, error))
             done.set()
 
+        timeout_s = timeout_s or self._timeout_s
         self.async_classify(make_request(images, top_k, model_version), callback, timeout_s)
-        done.wait()
+        if not done.wait(timeout_s + 1.0):  # a call's own deadline ends it first; a stream's request has none
+            raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout_s:g} s")
         result, error = outcome
         if error is not None:
             raise error

@@ -162,6 +162,21 @@ def test_shutdown_answers_what_a_stream_sent_then_ends_it_as_unavailable_without
     assert time.monotonic() - started < 30
 
 
+def test_the_stream_clients_classify_gives_up_after_its_timeout(start_lite_server, images):
+    server = start_lite_server()
+    (worker,) = worker_pids(server)
+    with StreamingClassifierClient(server.address) as client:
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ClientError) as late:
+                client.classify([images[0]], timeout_s=1.0)
+            assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert len(client.classify([images[1]]).predictions) == 1  # the stream goes on
+
+
 def test_the_stream_client_fails_unanswered_requests_with_the_streams_end_and_opens_a_new_stream(
         start_lite_server, images):
     server = start_lite_server("--grace-period-s", "60")

@@ -8,11 +8,11 @@ client). Responses come back as each request finishes, matched to their requests
         print(client.classify(["dog.jpg"]))
 
 A stream has no per-request deadline: `classify` gives up after its timeout (DEADLINE_EXCEEDED), but
-the request stays in flight on the server and its late answer is dropped. The server holds at most its queue size in images of one
-stream and then stops reading it, so requests beyond that wait in the stream (HTTP/2 flow control)
-instead of being refused. When the stream ends (the server shuts down, the connection breaks),
-requests without an answer get the stream's error, e.g. UNAVAILABLE; they were not computed and can
-be sent again. The next request opens a new stream.
+the request stays in flight on the server and its late answer is dropped. The server holds at most
+its queue size in images of one stream and then stops reading it, so requests beyond that wait in
+the stream (HTTP/2 flow control) instead of being refused. When the stream ends (the server shuts
+down, the connection breaks), requests without an answer get the stream's error, e.g. UNAVAILABLE;
+they were not computed and can be sent again. The next request opens a new stream.
 """
 import itertools
 import logging

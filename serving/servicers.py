@@ -52,23 +52,19 @@ def rpc_method(handler):
 
     @functools.wraps(handler)
     async def wrapper(self, request, context):
-        with recorded_call(self.metrics, method) as outcome:
-            try:
-                return await handler(self, request, context)
-            except asyncio.CancelledError:
-                outcome.code = "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
-                raise
-            except Exception as error:
-                outcome.code, message = status_of(error, method)
-        await context.abort(getattr(grpc.StatusCode, outcome.code), message)
+        response, error = await recorded_outcome(self.metrics, method, handler(self, request, context), context)
+        if error is None:
+            return response
+        code, message = error
+        await context.abort(getattr(grpc.StatusCode, code), message)
 
     return wrapper
 
 
-async def stream_message(metrics: ServingMetrics, method: str, work: Awaitable[T],
-                         context) -> Tuple[Optional[T], Optional[Tuple[str, str]]]:
-    """Await one request of a stream, recorded like a call of `method`: (its result, None) or, when it
-    failed, (None, (status code name, message)). Cancellation propagates (the stream is going away)."""
+async def recorded_outcome(metrics: ServingMetrics, method: str, work: Awaitable[T],
+                           context) -> Tuple[Optional[T], Optional[Tuple[str, str]]]:
+    """Await `work` (a call, or one request of a stream), recorded as a call of `method`: (its result, None)
+    or, when it failed, (None, (status code name, message)). Cancellation propagates."""
     with recorded_call(metrics, method) as outcome:
         try:
             return await work, None
@@ -104,8 +100,8 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     async def ClassifyStream(self, request_iterator, context):
         """Classify every request of the stream as it comes; one ClassifyStreamResponse each, as each finishes."""
         async def answer(request):
-            response, error = await stream_message(self.metrics, "ClassifyStream", self._classify(request, context),
-                                                   context)
+            response, error = await recorded_outcome(self.metrics, "ClassifyStream",
+                                                     self._classify(request, context), context)
             if error is None:
                 return classifier_pb2.ClassifyStreamResponse(request_id=request.request_id, response=response)
             code, message = error

@@ -13,7 +13,7 @@ from serving.kserve import tensors
 from serving.kserve.service import InferRequest, KServeService, RequestedOutput
 from serving.kserve.tensors import BYTES, Tensor
 from serving.metrics import ServingMetrics
-from serving.servicers import deadline_of, rpc_method, stream_message
+from serving.servicers import deadline_of, recorded_outcome, rpc_method
 from serving.streams import answer_stream
 
 KSERVE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -79,8 +79,8 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         as each finishes. A failed request's response has error_message "<status code name>: <message>" and
         an infer_response with only the model and the request's id."""
         async def answer(request):
-            response, error = await stream_message(self.metrics, "ModelStreamInfer", self._infer(request, context),
-                                                   context)
+            response, error = await recorded_outcome(self.metrics, "ModelStreamInfer",
+                                                     self._infer(request, context), context)
             if error is None:
                 return pb.ModelStreamInferResponse(infer_response=response)
             code, message = error

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import ssl
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,14 +28,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from aiohttp import web
 
 from serving.auth import BearerTokens
-from serving.errors import InvalidInput, ServingError
+from serving.errors import InvalidInput
 from serving.kserve import tensors
 from serving.kserve.service import InferRequest, KServeService, RequestedOutput, deadline_after
 from serving.kserve.tensors import BYTES, Tensor
 from serving.metrics import ServingMetrics
-from serving.servicers import recorded_call
+from serving.servicers import recorded_call, status_of
 
-LOG = logging.getLogger(__name__)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
 STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
@@ -89,9 +87,6 @@ class KServeHttp:
             try:
                 self._authorise(request)
                 return await handler(request)
-            except ServingError as error:
-                outcome.code = error.code
-                return error_response(STATUS.get(error.code, 500), error.message)
             except _Refused as refusal:
                 outcome.code = refusal.code
                 return error_response(STATUS[refusal.code], refusal.message, {"WWW-Authenticate": "Bearer"})
@@ -101,10 +96,9 @@ class KServeHttp:
             except asyncio.CancelledError:  # the client went away
                 outcome.code = "CANCELLED"
                 raise
-            except Exception as error:  # a bug: log it, answer 500 without internals
-                outcome.code = "INTERNAL"
-                LOG.exception("HTTP %s failed", name)
-                return error_response(500, f"internal error in {name}: {type(error).__name__}")
+            except Exception as error:  # a ServingError's status, or a bug: logged, 500 without internals
+                outcome.code, message = status_of(error, name)
+                return error_response(STATUS.get(outcome.code, 500), message)
 
     def _authorise(self, request: web.Request) -> None:
         if self.tokens is None or request.path in OPEN_PATHS:

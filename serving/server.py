@@ -29,7 +29,7 @@ from serving.auth import BearerTokens, TokenAuthInterceptor
 from serving.dataplane import DataPlane
 from serving.health import HEALTH_SERVICE, HealthServicer
 from serving.kserve.grpc_servicer import KSERVE_SERVICE, OPEN_METHODS, KServeServicer
-from serving.kserve.http import KServeHttp, start_http_server
+from serving.kserve.http import KServeHttp, start_http_server, stop_http_server
 from serving.kserve.service import KServeService
 from serving.metrics import ServingMetrics, start_metrics_server
 from serving.model import load_model
@@ -183,6 +183,6 @@ async def _shut_down(settings: Settings, server: grpc.aio.Server, http_runner: O
     remaining_s = max(0.0, deadline - loop.time())
     stopping = [server.stop(remaining_s)]
     if http_runner is not None:
-        stopping.append(http_runner.cleanup())  # finishes requests in flight within the grace period
+        stopping.append(stop_http_server(http_runner, remaining_s))
     await asyncio.gather(*stopping)
     LOG.info("stopped")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -34,6 +35,8 @@ from serving.kserve.service import InferRequest, KServeService, RequestedOutput,
 from serving.kserve.tensors import BYTES, Tensor
 from serving.metrics import ServingMetrics
 from serving.servicers import recorded_call, status_of
+
+LOG = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
@@ -202,16 +205,16 @@ def error_response(status: int, message: str, headers: Optional[Dict[str, str]] 
 
 
 async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body_bytes: int,
-                            ssl_context: Optional[ssl.SSLContext], shutdown_timeout_s: float
+                            ssl_context: Optional[ssl.SSLContext], grace_period_s: float
                             ) -> Tuple[web.AppRunner, int]:
-    """Serve on host:port (0 picks one) on the running event loop; returns the runner (cleanup() stops it,
-    finishing requests in flight within `shutdown_timeout_s`) and the bound port.
+    """Serve on host:port (0 picks one) on the running event loop; returns the runner (stop_http_server
+    stops it; requests in flight never get more than `grace_period_s`) and the bound port.
 
     A client that disconnects cancels its handler, like a cancelled gRPC call: its queued images are dropped.
     """
     # Request lines up to 64 KiB: a long version in the URL gets NOT_FOUND as over gRPC, not a parser error.
     runner = web.AppRunner(handlers.application(max_body_bytes), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=shutdown_timeout_s, max_line_size=MAX_LINE_BYTES)
+                           shutdown_timeout=grace_period_s, max_line_size=MAX_LINE_BYTES)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
@@ -220,6 +223,17 @@ async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body
         await runner.cleanup()
         raise OSError(f"cannot bind HTTP {host}:{port}: {error}") from None
     return runner, runner.addresses[-1][1]
+
+
+async def stop_http_server(runner: web.AppRunner, timeout_s: float) -> None:
+    """Stop listening and give the requests in flight `timeout_s` to finish; past it, the ones left (a client
+    still sending its body, say) are cancelled, as gRPC's stop(grace) cancels its calls."""
+    for site in runner.sites:
+        await site.stop()
+    try:
+        await asyncio.wait_for(runner.cleanup(), timeout_s)
+    except asyncio.TimeoutError:
+        LOG.warning("HTTP requests still running at the end of the grace period were cancelled")
 
 
 def _describe(error: web.HTTPException) -> str:

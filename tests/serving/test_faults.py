@@ -8,8 +8,10 @@ the warm-up run the model at every batch size up to 4096.
 """
 import os
 import signal
+import socket
 import threading
 import time
+import urllib.parse
 
 import grpc
 import psutil
@@ -129,6 +131,28 @@ def test_a_call_arriving_while_the_server_drains_is_refused_as_shutting_down(sta
         assert over_http.status_code == 503 and "shutting down" in over_http.text
         assert held.exception() is not None and held.exception().code() == grpc.StatusCode.UNAVAILABLE
     assert server.process.wait(60) == 0
+    assert gone(worker)
+
+
+def test_http_requests_left_after_the_drain_get_what_remains_of_the_grace_period(start_lite_server, fmnist_images):
+    """A hung worker's batch holds the drain for the whole grace period; an HTTP request still receiving its
+    body then is cancelled at once, not given a grace period of its own (it was: the exit took twice as long)."""
+    image = next(iter(fmnist_images.values()))
+    grace_s = 3.0
+    server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", str(grace_s), "--http-port", "0")
+    http = urllib.parse.urlsplit(server.http_url)
+    with socket.create_connection((http.hostname, http.port), timeout=30) as upload:
+        upload.sendall(f"POST /v2/models/{MODEL_NAME}/classify HTTP/1.1\r\nHost: {http.netloc}\r\n"
+                       f"Content-Length: {len(image) + 1}\r\n\r\n".encode() + image)  # one byte short
+        with grpc.insecure_channel(server.address) as channel:
+            worker, held = send_to_a_stopped_worker(server, classifier_pb2_grpc.ClassifierStub(channel), [image])
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(60) == 0
+            took_s = time.monotonic() - started
+            assert held.exception().code() == grpc.StatusCode.UNAVAILABLE
+        assert grace_s <= took_s < grace_s + 1.5, server.log()
+    assert "HTTP requests still running at the end of the grace period were cancelled" in server.log()
     assert gone(worker)
 
 

@@ -7,10 +7,12 @@
 Runs in the backend's environment (.venv-lite for mslite, Python 3.7; .venv otherwise) and prints one
 JSON line:
 {"model_file", "sha256", "runtime_version", "precision", "results": [{"batch_size", "throughput_ips",
-"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "threads"}]}.
+"latency_ms", "preprocess_ms", "infer_ms", "cpu_ms_per_image", "iterations", "pause_ms", "threads"}]}.
 Each iteration preprocesses batch_size images (decode, resize, crop, normalise) and runs them as
 one batch, sequentially in one thread: what one inference call costs end to end without a server
 around it. cpu_ms_per_image counts every thread of the process, the runtime's included.
+--pause-ms N sleeps N ms before each iteration (outside its timing), as a server's runtime idles between
+lone requests: back to back, a runtime's threads and the caches stay hot, which no request at low load sees.
 --precision (auto, f32, bf16) is the server's option of the same name: bf16 is refused where the CPU
 has no native bf16, never emulated; "precision" in the JSON says what was computed in.
 --runtime onnxruntime|openvino measures that runtime on the version's model.onnx instead of the
@@ -39,8 +41,9 @@ MIN_ITERATIONS = 3
 
 
 def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], batch_size: int,
-                       seconds: float) -> dict:
-    """Throughput and latency of preprocess + infer at one batch size, for about `seconds`.
+                       seconds: float, pause_s: float = 0.0) -> dict:
+    """Throughput and latency of preprocess + infer at one batch size, for about `seconds`, idle for
+    `pause_s` before each iteration (not counted in its latency or throughput).
 
     backend: anything with predict(batch) -> logits (a serving Backend or an onnx_runtimes.py model).
     """
@@ -50,6 +53,7 @@ def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], b
     cpu = time.process_time()  # every thread of this process, the runtime's included
     offset = 0
     while len(infer_s) < MIN_ITERATIONS or time.monotonic() - start < seconds:
+        time.sleep(pause_s)
         began = time.perf_counter()
         batch = np.stack([preprocess(images[(offset + i) % len(images)]) for i in range(batch_size)])
         preprocessed = time.perf_counter()
@@ -67,12 +71,13 @@ def measure_batch_size(backend, preprocess: Preprocessor, images: List[bytes], b
         "infer_ms": round(1000.0 * sum(infer_s) / len(total), 3),
         "cpu_ms_per_image": round(1000.0 * cpu / (batch_size * len(total)), 3),
         "iterations": len(total),
+        "pause_ms": round(1000.0 * pause_s, 3),
     }
 
 
 def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_paths: Sequence[str],
         seconds: float, threads: int, device: str, device_id: int, runtime: str = "backend",
-        precision: str = "auto") -> dict:
+        precision: str = "auto", pause_s: float = 0.0) -> dict:
     """Loads the model like the server does (or the ONNX file in `runtime`) and measures every batch size."""
     manifest = read_manifest(model_dir)
     preprocess = Preprocessor(manifest.preprocessing, Settings().max_image_pixels)
@@ -90,7 +95,7 @@ def run(model_dir: str, backend_name: str, batch_sizes: Sequence[int], image_pat
     try:
         results = []
         for size in batch_sizes:
-            results.append(dict(measure_batch_size(model, preprocess, images, size, seconds), threads=threads))
+            results.append(dict(measure_batch_size(model, preprocess, images, size, seconds, pause_s), threads=threads))
             LOG.info("offline %s batch %d: %.1f img/s", model.runtime_version, size, results[-1]["throughput_ips"])
     finally:
         if isinstance(model, Backend):
@@ -108,6 +113,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS)
     parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,16")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per batch size")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each iteration, as between a server's lone requests (default 0)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="runtime threads (as the server)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--device-id", type=int, default=defaults.device_id)
@@ -125,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = [int(size) for size in args.batch_sizes.split(",") if size]
     try:
         report = run(args.model_dir, args.backend, sizes, args.images, args.seconds, args.threads, args.device,
-                     args.device_id, args.runtime, args.precision)
+                     args.device_id, args.runtime, args.precision, args.pause_ms / 1000.0)
     except (OSError, ValueError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

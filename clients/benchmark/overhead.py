@@ -4,7 +4,7 @@
 
 Starts a server (front and its workers, `--threads 1`, max batch 16), sends single-image Classify
 calls one at a time, and reads the CPU time of the front and of its worker processes (psutil) over
-`--calls` calls; the offline baseline (clients.offline: the same preprocessing and backend
+`--calls` calls; the offline baseline (serving.offline: the same preprocessing and backend
 in-process, batch 1, 1 thread) gives the CPU an image costs without serving. The difference is
 what gRPC, the data plane, the batcher, the worker pipe and the metrics cost per call. Rounds
 alternate server and offline measurements; the medians are printed as JSON.

@@ -40,6 +40,7 @@ LOG = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
+MIN_SHUTDOWN_S = 0.001  # aiohttp reads a shutdown timeout <= 0 as no timeout at all
 STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
           "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "INTERNAL": 500, "UNAVAILABLE": 503,
           "DEADLINE_EXCEEDED": 504}
@@ -230,10 +231,12 @@ async def stop_http_server(runner: web.AppRunner, timeout_s: float) -> None:
     still sending its body, say) are cancelled, as gRPC's stop(grace) cancels its calls."""
     for site in runner.sites:
         await site.stop()
-    try:
-        await asyncio.wait_for(runner.cleanup(), timeout_s)
-    except asyncio.TimeoutError:
-        LOG.warning("HTTP requests still running at the end of the grace period were cancelled")
+    connections = len(runner.server.connections)
+    if connections:
+        LOG.info("%d HTTP connection(s) still open after the drain: a request in flight gets the %.1f s left "
+                 "of the grace period", connections, timeout_s)
+    await runner.server.shutdown(max(timeout_s, MIN_SHUTDOWN_S))
+    await runner.cleanup()
 
 
 def _describe(error: web.HTTPException) -> str:

@@ -138,7 +138,7 @@ def test_http_requests_left_after_the_drain_get_what_remains_of_the_grace_period
     """A hung worker's batch holds the drain for the whole grace period; an HTTP request still receiving its
     body then is cancelled at once, not given a grace period of its own (it was: the exit took twice as long)."""
     image = next(iter(fmnist_images.values()))
-    grace_s = 3.0
+    grace_s = 4.0
     server = start_lite_server("--inference-timeout-s", "600", "--grace-period-s", str(grace_s), "--http-port", "0")
     http = urllib.parse.urlsplit(server.http_url)
     with socket.create_connection((http.hostname, http.port), timeout=30) as upload:
@@ -151,8 +151,8 @@ def test_http_requests_left_after_the_drain_get_what_remains_of_the_grace_period
             assert server.process.wait(60) == 0
             took_s = time.monotonic() - started
             assert held.exception().code() == grpc.StatusCode.UNAVAILABLE
-        assert grace_s <= took_s < grace_s + 1.5, server.log()
-    assert "HTTP requests still running at the end of the grace period were cancelled" in server.log()
+        assert grace_s <= took_s < 1.5 * grace_s, server.log()
+    assert "1 HTTP connection(s) still open after the drain" in server.log()
     assert gone(worker)
 
 

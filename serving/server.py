@@ -109,7 +109,7 @@ async def serve(settings: Settings, manifest: Manifest, stop: asyncio.Event,
         if settings.http_port is not None:
             http_runner, http_port = await start_http_server(
                 KServeHttp(kserve, metrics, tokens), settings.http_address, settings.http_port,
-                settings.max_message_bytes, security.ssl_context, settings.grace_period_s)
+                settings.max_message_bytes, security.ssl_context)
             LOG.info("http on %s://%s:%d (KServe v2 REST; the browser page at /)",
                      "https" if security.ssl_context else "http", settings.http_address, http_port)
         if settings.metrics_port is not None:

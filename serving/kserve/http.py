@@ -206,16 +206,15 @@ def error_response(status: int, message: str, headers: Optional[Dict[str, str]] 
 
 
 async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body_bytes: int,
-                            ssl_context: Optional[ssl.SSLContext], grace_period_s: float
-                            ) -> Tuple[web.AppRunner, int]:
+                            ssl_context: Optional[ssl.SSLContext]) -> Tuple[web.AppRunner, int]:
     """Serve on host:port (0 picks one) on the running event loop; returns the runner (stop_http_server
-    stops it; requests in flight never get more than `grace_period_s`) and the bound port.
+    stops it) and the bound port.
 
     A client that disconnects cancels its handler, like a cancelled gRPC call: its queued images are dropped.
     """
     # Request lines up to 64 KiB: a long version in the URL gets NOT_FOUND as over gRPC, not a parser error.
     runner = web.AppRunner(handlers.application(max_body_bytes), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=grace_period_s, max_line_size=MAX_LINE_BYTES)
+                           max_line_size=MAX_LINE_BYTES)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:

@@ -29,7 +29,7 @@ METRICS_PORT ?= 8501
 HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench bench-reference demo stress test test-all clean
+.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench reference-model bench-reference demo stress stress-reference test test-all clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -114,15 +114,21 @@ bench: setup ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at ma
 # Its near-tied classes fail export's bf16 top-1 check, so its bf16 server is bf16-unverified (named so).
 REFERENCE_MODELS ?= reports/reference/models
 REFERENCE_BACKENDS ?= mslite,openvino:f32,openvino:bf16-unverified
-bench-reference: setup ## reference theta-plus at 224 (BN-calibrated random init): Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 8, c=1,4,16 on data/photos, each against its offline baseline, and ONNX Runtime -> reports/reference/
+
+reference-model: setup ## export the reference theta-plus at 224 (BN-calibrated random init) into REFERENCE_MODELS, once
 	test -n "$$(ls $(REFERENCE_MODELS)/genet_reference 2>/dev/null)" || $(PY) -m export --random-init --calibrate-bn \
 	  --config training/configs/theta_plus.yaml --name genet_reference --repository $(REFERENCE_MODELS) --formats onnx,mslite
+
+bench-reference: reference-model ## reference theta-plus at 224: Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 8, c=1,4,16 on data/photos, each against its offline baseline, and ONNX Runtime -> reports/reference/
 	$(PY) -m clients.benchmark --start-server --model-repository $(REFERENCE_MODELS) --backend $(REFERENCE_BACKENDS) --threads 2 \
 	  --max-batch-size 8 --concurrency 1,4,16 \
 	  --images $(wildcard data/photos/*.jpg) --compare-runtimes onnxruntime --out reports/reference $(ARGS)
 
 stress: setup ## fault-and-load suite: bad inputs and 4x overload (gRPC and HTTP), cancellation, SIGTERM and hot reload under load (SIGTERM also over a stream), kill -9 + resume; ARGS=--quick for the CI form -> reports/stress.json
 	$(PY) -m clients.stress --report reports/stress.json $(ARGS)
+
+stress-reference: reference-model ## the fault-and-load suite's serving checks on the reference network at 224 px (the training check is size-free: skipped) -> reports/reference/stress.json
+	$(PY) -m clients.stress --model-repository $(REFERENCE_MODELS) --skip training --report reports/reference/stress.json $(ARGS)
 
 demo: ## the main job end to end: setup -> data -> train -> export -> serve -> classify -> bench
 	scripts/demo.sh

@@ -140,6 +140,8 @@ def run_open_loop(
     progress: Optional[ProgressCallback] = None,
 ) -> Measurement:
     """Sends rate calls per second on a fixed schedule for warmup_s + duration_s, whatever the replies."""
+    if rate <= 0:
+        raise ValueError(f"an open loop needs a positive rate, not {rate}")
 
     def send_all(collector, window_end):
         first_due = time.monotonic()

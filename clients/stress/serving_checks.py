@@ -90,7 +90,7 @@ def main_server_checks(setup: Setup) -> List[CheckResult]:
                        grace_s=GRACE_PERIOD_S + 30) as server, _client(server.address) as client:
         pid, info = server.process.pid, client.model_info()
         limits = Limits(info.limits.max_images_per_request, info.limits.max_message_bytes,
-                        info.limits.max_image_pixels)
+                        info.limits.max_image_pixels, info.preprocessing.resize_size)
         concurrency = load_concurrency(info)
         with KServeHttpClient(server.http_url, info.name, timeout_s=30.0) as http_client:
             protocols = (("", client), ("-http", http_client))  # genet.v1 gRPC, then KServe v2 HTTP
@@ -120,8 +120,8 @@ def load_concurrency(info) -> int:
 
 def _capacity(client, requests: list, concurrency: int, duration_s: float, suffix: str) -> dict:
     capacity = measure_capacity(client, requests, concurrency, duration_s)
-    logger.info("capacity%s: %.1f requests/s (%.1f images/s)", suffix, capacity["throughput_rps"],
-                capacity["throughput_ips"])
+    logger.info("capacity%s: %.1f requests/s (%.1f images/s, from the %s)", suffix, capacity["throughput_rps"],
+                capacity["throughput_ips"], capacity["capacity_from"])
     return capacity
 
 

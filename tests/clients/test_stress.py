@@ -1,18 +1,25 @@
 """The fault-and-load suite: its corpus, its verdicts, and its quick form end to end against a Lite server."""
+import dataclasses
 import json
+import math
 import struct
 import subprocess
 import sys
 
 import pytest
 
-from clients.benchmark.load import Record
+from clients.benchmark.load import Record, run_open_loop
 from clients.benchmark.servers import REPO_ROOT
+from clients.client import ClassifierClient
 from clients.stress.corpus import Limits, build_corpus
+from clients.stress.overload import measure_capacity
 from clients.stress.results import CheckResult, is_refused_stream
+from clients.stress.serving_checks import load_requests
 from clients.stress.shutdown import is_cancelled_at_stop, is_refused
+from serving.preprocessing import resized_size
 
-LIMITS = Limits(max_images_per_request=16, max_message_bytes=4 * 1024 * 1024, max_image_pixels=40_000_000)
+LIMITS = Limits(max_images_per_request=16, max_message_bytes=4 * 1024 * 1024, max_image_pixels=40_000_000,
+                resize_size=46)
 # Statuses serving/README.md documents, checked here independently of the suite's own verdicts.
 DOCUMENTED = {
     "empty request": "INVALID_ARGUMENT",
@@ -54,6 +61,16 @@ def test_bombs_are_small_on_the_wire_but_huge_in_their_headers(corpus):
     assert over.expected == ("INVALID_ARGUMENT",) and under.expected == ("OK",)
 
 
+@pytest.mark.parametrize("resize_size", [46, 256])  # the demo model's and the reference network's
+def test_the_strips_lie_on_either_side_of_the_servers_resized_pixel_limit(resize_size):
+    limits = dataclasses.replace(LIMITS, resize_size=resize_size)
+    strips = {case.expected: case for case in build_corpus(limits) if "strip" in case.name}
+    resized_pixels = {expected: math.prod(resized_size(1, int(case.name.split()[2]), resize_size))
+                      for expected, case in strips.items()}
+    assert resized_pixels[("OK",)] <= LIMITS.max_image_pixels < resized_pixels[("INVALID_ARGUMENT",)]
+    assert int(strips[("INVALID_ARGUMENT",)].name.split()[2]) == limits.longest_strip + 1
+
+
 def test_the_oversized_message_is_over_the_limit(corpus):
     assert corpus["oversized message (limit + 1 MiB)"].request.ByteSize() > LIMITS.max_message_bytes
 
@@ -61,6 +78,22 @@ def test_the_oversized_message_is_over_the_limit(corpus):
 def record(code, details, sent=0.0, end=1.0):
     """A finished call of the load generator."""
     return Record(start=sent, end=end, images=1, code=code, sent=sent, details=details)
+
+
+def test_capacity_of_a_model_too_slow_for_its_window_comes_from_the_whole_run(server):
+    """A window in which fewer calls end than run at once (as 3 s is for the reference network's 32-image
+    requests) gives the capacity over the whole run, not a capacity of 0 that the overload would divide by."""
+    with ClassifierClient(server.address) as client:
+        quick = measure_capacity(client, load_requests(), concurrency=2, duration_s=0.001)
+        steady = measure_capacity(client, load_requests(), concurrency=2, duration_s=2.0)
+    assert quick["capacity_from"] == "run" and steady["capacity_from"] == "window"
+    assert quick["throughput_rps"] > 0 and quick["throughput_ips"] == pytest.approx(32 * quick["throughput_rps"], rel=1e-3)
+    assert quick["errors"] == {} and quick["unfinished"] == 0
+
+
+def test_an_open_loop_needs_a_positive_rate(server):
+    with ClassifierClient(server.address) as client, pytest.raises(ValueError, match="positive rate"):
+        run_open_loop(client, load_requests(), 0.0, 0.0, 1.0, 5.0)
 
 
 def test_refusals_are_told_apart_from_lost_calls():

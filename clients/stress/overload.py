@@ -106,7 +106,7 @@ def run_overload(client: ClassifierClient, target: str, pid: int,
                       "rss_before_mib": round(rss_before / MIB, 1), "rss_peak_mib": round(rss.peak / MIB, 1),
                       "rss_growth_bound_mib": RSS_GROWTH_BOUND_MIB, "health_after": health_after}
     rejected_share = latency["rejected"]["count"] / max(len(window), 1)
-    result.summary = (f"{rate:.0f} req/s = {factor:g} x capacity {capacity['throughput_rps']:.1f} req/s for "
+    result.summary = (f"{rate:.1f} req/s = {factor:g} x capacity {capacity['throughput_rps']:.1f} req/s for "
                       f"{duration_s:g} s: {rejected_share:.0%} rejected, rejection p99 {latency['rejected']['p99']} ms "
                       f"(bound {REJECTION_P99_BOUND_MS:g}); accepted p99 {latency['accepted']['p99']} ms "
                       f"(bound {result.details['accepted_p99_bound_ms']}); RSS {growth_mib:+.1f} MiB; "

@@ -97,7 +97,7 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
                       "refusal_details": sorted({r.details for r in refused})[:10],
                       "cancelled_at_stop": [_relative(r, signalled) for r in at_stop[:10]],
                       "lost_calls": [_relative(r, signalled) for r in lost[:10]]}
-    result.summary = (f"{rate:.0f} req/s, SIGTERM after {before_s:g} s: {len(in_flight)} calls in flight all OK, "
+    result.summary = (f"{rate:.1f} req/s, SIGTERM after {before_s:g} s: {len(in_flight)} calls in flight all OK, "
                       f"{len(refused)} refused at admission, {result.lost} lost; exit {exit_status} "
                       f"after {exit_s:.1f} s (grace {grace_period_s:g} s); "
                       f"CANCELLED instead of UNAVAILABLE at stop: {len(at_stop)}")

@@ -226,15 +226,17 @@ async def start_http_server(handlers: KServeHttp, host: str, port: int, max_body
 
 
 async def stop_http_server(runner: web.AppRunner, timeout_s: float) -> None:
-    """Stop listening and give the requests in flight `timeout_s` to finish; past it, the ones left (a client
-    still sending its body, say) are cancelled, as gRPC's stop(grace) cancels its calls."""
+    """Stop listening, close idle keep-alive connections, and give the requests in flight `timeout_s` to
+    finish; past it, the ones left (a client still sending its body, say) are cancelled, as gRPC's
+    stop(grace) cancels its calls."""
     for site in runner.sites:
         await site.stop()
-    connections = len(runner.server.connections)
-    if connections:
-        LOG.info("%d HTTP connection(s) still open after the drain: a request in flight gets the %.1f s left "
-                 "of the grace period", connections, timeout_s)
-    await runner.server.shutdown(max(timeout_s, MIN_SHUTDOWN_S))
+    server = runner.server
+    if server.connections:
+        LOG.info("closing %d HTTP connection(s): a request still in flight gets the %.1f s left of the grace "
+                 "period", len(server.connections), timeout_s)
+    server.pre_shutdown()  # idle keep-alive connections close now, the others after their request
+    await server.shutdown(max(timeout_s, MIN_SHUTDOWN_S))
     await runner.cleanup()
 
 

@@ -152,8 +152,23 @@ def test_http_requests_left_after_the_drain_get_what_remains_of_the_grace_period
             took_s = time.monotonic() - started
             assert held.exception().code() == grpc.StatusCode.UNAVAILABLE
         assert grace_s <= took_s < 1.5 * grace_s, server.log()
-    assert "1 HTTP connection(s) still open after the drain" in server.log()
+    assert "closing 1 HTTP connection(s)" in server.log()
     assert gone(worker)
+
+
+def test_an_idle_keep_alive_http_connection_does_not_hold_the_exit(start_lite_server):
+    """A client's idle keep-alive connection closes at once at shutdown (it held the exit for the whole grace
+    period when only busy connections were meant to get it)."""
+    grace_s = 10.0
+    server = start_lite_server("--grace-period-s", str(grace_s), "--http-port", "0")
+    with requests.Session() as session:
+        assert session.get(f"{server.http_url}/v2/health/ready", timeout=10).status_code == 200  # kept alive
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0
+        took_s = time.monotonic() - started
+    assert took_s < grace_s / 2, server.log()
+    assert "closing 1 HTTP connection(s)" in server.log()
 
 
 def test_sigterm_under_load_loses_no_admitted_call_and_leaves_no_worker(start_lite_server, fmnist_images):

@@ -9,9 +9,9 @@ from tests.serving.conftest import MODEL_NAME
 def test_a_pause_before_each_iteration_idles_the_runtime_and_is_not_timed(model_repository, fmnist_images, tmp_path):
     image = tmp_path / "image.jpg"
     image.write_bytes(next(iter(fmnist_images.values())))
-    command = [backend_python("mslite"), "-m", "serving.offline", "--model-dir", str(model_repository / MODEL_NAME / "1"),
-               "--backend", "mslite", "--batch-sizes", "1,2", "--threads", "1", "--seconds", "0.5",
-               "--pause-ms", "50", str(image)]
+    model_dir = model_repository / MODEL_NAME / "1"
+    command = [backend_python("mslite"), "-m", "serving.offline", "--model-dir", str(model_dir), "--backend", "mslite",
+               "--batch-sizes", "1,2", "--threads", "1", "--seconds", "0.5", "--pause-ms", "50", str(image)]
     completed = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout)["results"]

@@ -2,7 +2,8 @@
 served by a real Lite server: its probabilities equal ONNX Runtime's on the same preprocessed photos at
 batch sizes on and off the ladder, with 1 and 2 inference threads, over a ClassifyStream of single
 photos, before and after a hot reload that frees the old version, and over KServe v2 (gRPC and HTTP,
-encoded images and the client's own 3 x 224 x 224 FP32 pixels).
+encoded images and the client's own 3 x 224 x 224 FP32 pixels); so do the OpenVINO (f32) and
+MindSpore backends at every batch size.
 
 One request of N photos per size N, with a long queue delay, forms exactly one batch of N (the
 server's batch-size metric is checked); the Lite backend runs each at its own size, resizing its
@@ -155,6 +156,15 @@ def test_served_probabilities_match_onnx_at_every_batch_size_and_over_a_stream(t
     with start_server(threads) as server:
         check_sizes(server, batch_photos, onnx_log_probabilities, "1")
         check_stream(server, batch_photos, onnx_log_probabilities)
+
+
+@pytest.mark.parametrize("backend_args", [("--backend", "openvino", "--precision", "f32"), ("--backend", "mindspore")],
+                         ids=["openvino-f32", "mindspore"])
+def test_the_other_backends_serve_it_like_onnx_at_every_batch_size(backend_args, start_server, batch_photos,
+                                                                   onnx_log_probabilities):
+    """OpenVINO (model.onnx, padded to its compiled sizes) and MindSpore (model.mindir) in their workers."""
+    with start_server(2, *backend_args) as server:
+        check_sizes(server, batch_photos, onnx_log_probabilities, "1")
 
 
 def test_after_a_hot_reload_the_new_version_matches_onnx_and_the_old_one_is_freed(start_server, reference_version,

@@ -1,4 +1,5 @@
-"""SIGTERM under load: every call the server admitted is answered OK, and it exits 0 within its grace period.
+"""SIGTERM under load: every call the server admitted is answered OK, and it exits 0 within its grace period
+and soon after the last of those answers (nothing else may hold the exit once the drain is done).
 
 An open loop keeps the queue busy; SIGTERM arrives in the middle. A call may be refused at
 admission - RESOURCE_EXHAUSTED (queue full), or UNAVAILABLE because the server is draining or no
@@ -31,6 +32,9 @@ last: gRPC's load balancing found no ready connection for the call, so it was ne
 TIMEOUT_S = 60.0
 EXIT_MARGIN_S = 5.0
 """Allowed beyond the grace period for interpreter and runtime teardown after the drain."""
+EXIT_AFTER_LAST_ANSWER_S = 5.0
+"""Allowed between the last admitted call's answer and the exit: closing the workers and the ports. (An idle
+client connection that held the exit would take the rest of the grace period.)"""
 
 
 def is_refused(record: Record) -> bool:
@@ -81,6 +85,8 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
     lost = [r for r in records if r.code not in ("OK", "CANCELLED") and not is_refused(r)]
     lost += [r for r in records if r.code == "CANCELLED" and not is_cancelled_at_stop(r, signalled, grace_period_s)]
     in_flight = [r for r in records if r.code == "OK" and r.sent < signalled < r.end]
+    last_answer = max((r.end for r in records if r.code == "OK" and r.end > signalled), default=signalled)
+    exit_after_answers_s = signalled + exit_s - last_answer
     result = CheckResult(name, faults=1, requests=len(records) + measurement.unfinished,
                          lost=len(lost) + measurement.unfinished)
     result.load = {"rate": round(rate, 1), "duration_s": before_s + after_s,
@@ -89,10 +95,14 @@ def run_sigterm(client: ClassifierClient, requests: Sequence[classifier_pb2.Clas
     result.require(exit_status == 0, f"exit status {exit_status} after SIGTERM")
     result.require(exit_s <= grace_period_s + EXIT_MARGIN_S, f"exit took {exit_s:.1f} s, grace period "
                                                              f"{grace_period_s:g} s")
+    result.require(exit_after_answers_s <= EXIT_AFTER_LAST_ANSWER_S,
+                   f"exit came {exit_after_answers_s:.1f} s after the last admitted call's answer "
+                   f"(at most {EXIT_AFTER_LAST_ANSWER_S:g} s)")
     result.require(bool(in_flight), "no call was in flight at SIGTERM: nothing was tested")
     refused = [r for r in records if is_refused(r)]
     result.details = {"codes": codes(records), "in_flight_at_sigterm": len(in_flight), "refused": len(refused),
                       "unfinished": measurement.unfinished, "exit_status": exit_status, "exit_s": round(exit_s, 2),
+                      "exit_after_last_answer_s": round(exit_after_answers_s, 2),
                       "grace_period_s": grace_period_s,
                       "refusal_details": sorted({r.details for r in refused})[:10],
                       "cancelled_at_stop": [_relative(r, signalled) for r in at_stop[:10]],

@@ -55,13 +55,16 @@ class DataConfig:
     train_dir: str = "train"
     """Training split, relative to root."""
     val_dir: str = "val"
-    """Validation split, relative to root (every image is scored)."""
+    """Validation split, relative to root."""
     num_workers: int = 2
     """Parallel workers of the data pipeline."""
     crop_scale_min: float = 0.08
     """Smallest area fraction of the training RandomCropDecodeResize (the reference's 0.08)."""
     train_images_per_epoch: int = 0
     """Train on this many images of the shuffled split per epoch (a new draw each epoch); 0 = all."""
+    val_images: int = 0
+    """Score this many validation images at the end of training, evenly spaced over the split in
+    file order so each class keeps its share; 0 = all."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,7 @@ def _validate(cfg):
         ("data.num_workers", cfg.data.num_workers >= 1, ">= 1"),
         ("data.crop_scale_min", 0 < cfg.data.crop_scale_min <= 1, "in (0, 1]"),
         ("data.train_images_per_epoch", cfg.data.train_images_per_epoch >= 0, ">= 0"),
+        ("data.val_images", cfg.data.val_images >= 0, ">= 0"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, ">= 1"),
         ("train.lr_init", cfg.train.lr_init > 0, "> 0"),

@@ -119,29 +119,36 @@ def check_images(root: Path, images: Dict[str, List[str]]) -> None:
         raise DatasetError(f"{len(problems)} unusable image file(s): {shown}{more}")
 
 
-def _shard_args(train: bool, count: int, rank_id: int, rank_size: int) -> dict:
-    """ImageFolderDataset sharding arguments for this rank.
+def _shard_args(train: bool, count: int, rank_id: int, rank_size: int, eval_images: int = 0) -> dict:
+    """ImageFolderDataset sampling arguments for this rank.
 
     Training uses MindSpore's distributed sampler, which pads the shards to equal length by
-    repeating images (every rank must run the same number of steps). Evaluation takes every
-    rank_size-th image instead, so the shards are disjoint and together cover each image once.
+    repeating images (every rank must run the same number of steps). Evaluation scores every
+    image, or `eval_images` of them evenly spaced in file order (so each class keeps its share),
+    and each rank takes every rank_size-th of those: the shards are disjoint and cover each once.
     """
-    if rank_size == 1:
-        return {"shuffle": train}
     if train:
+        if rank_size == 1:
+            return {"shuffle": True}
         return {"shuffle": True, "num_shards": rank_size, "shard_id": rank_id}
-    return {"sampler": ds.SubsetSampler(list(range(rank_id, count, rank_size)))}
+    scored = range(count)
+    if 0 < eval_images < count:
+        scored = [i * count // eval_images for i in range(eval_images)]
+    if rank_size == 1 and len(scored) == count:
+        return {"shuffle": False}
+    return {"sampler": ds.SubsetSampler(list(scored)[rank_id::rank_size])}
 
 
 def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
                    num_workers: int = 2, rank_id: int = 0, rank_size: int = 1,
                    crop_scale_min: float = 0.08, images_per_epoch: int = 0,
-                   verify_images: bool = True) -> Tuple[ds.Dataset, List[str]]:
+                   eval_images: int = 0, verify_images: bool = True) -> Tuple[ds.Dataset, List[str]]:
     """Batched (float32 NCHW image, int32 label) dataset over root/<class>/<image>; class names.
 
     Training shuffles, keeps images_per_epoch images (0: all), applies TrainPreset (crop area from
     crop_scale_min to 1) and drops the last incomplete batch; evaluation applies
-    EvalPreset in file order and keeps every image (the last batch may be smaller).
+    EvalPreset in file order to every image, or to eval_images of them evenly spaced (0: all;
+    the last batch may be smaller).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -160,7 +167,7 @@ def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
     data = ds.ImageFolderDataset(str(root), num_parallel_workers=num_workers,
                                  extensions=list(IMAGE_EXTENSIONS),
                                  class_indexing={name: index for index, name in enumerate(classes)},
-                                 **_shard_args(train, count, rank_id, rank_size))
+                                 **_shard_args(train, count, rank_id, rank_size, eval_images))
     data = data.map(operations=preset.ops(), input_columns="image",
                     num_parallel_workers=num_workers)
     data = data.map(operations=transforms.TypeCast(ms.int32), input_columns="label",
@@ -169,6 +176,8 @@ def create_dataset(root: Path, *, train: bool, batch_size: int, image_size: int,
         data = data.take(images_per_epoch)  # after the shuffle: a new subset every epoch
     data = data.batch(batch_size, drop_remainder=train)
     drawn = f", {images_per_epoch} drawn per epoch" if train and images_per_epoch else ""
+    if not train and 0 < eval_images < count:
+        drawn = f", {eval_images} evenly spaced scored"
     LOG.info("%s dataset %s: %d images%s in %d classes, %r, shard %d/%d, batch %d",
              "train" if train else "eval", root, count, drawn, len(classes), preset, rank_id,
              rank_size, batch_size)

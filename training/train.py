@@ -110,7 +110,7 @@ def open_dataset(root, **kwargs):
 
 
 def build_datasets(cfg, rank_id, rank_size):
-    """Training split sharded by rank, and (rank 0) the whole validation split; class names."""
+    """Training split sharded by rank, and (rank 0) the validation split; class names."""
     sizes = {"batch_size": cfg.train.batch_size, "image_size": cfg.model.image_size,
              "num_workers": cfg.data.num_workers}
     root = Path(cfg.data.root)
@@ -125,7 +125,8 @@ def build_datasets(cfg, rank_id, rank_size):
                          f"train.batch_size={cfg.train.batch_size}")
     val_set = None
     if rank_id == 0:
-        val_set, val_classes = open_dataset(root / cfg.data.val_dir, train=False, **sizes)
+        val_set, val_classes = open_dataset(root / cfg.data.val_dir, train=False,
+                                            eval_images=cfg.data.val_images, **sizes)
         if val_classes != classes:
             raise SystemExit(f"error: {root / cfg.data.val_dir} has other classes than the "
                              "training split")
@@ -184,7 +185,7 @@ def build_callbacks(cfg, run_dir, lr, rank_id, rank_size):
 
 
 def finish(run_dir, network, val_set, epoch, step):
-    """Save final.ckpt, score the whole validation set, log and return (checkpoint, metrics)."""
+    """Save final.ckpt, score the validation set, log and return (checkpoint, metrics)."""
     final = save_checkpoint_atomic(network, run_dir / FINAL_CHECKPOINT,
                                    append_dict={"epoch_num": epoch, "step_num": step})
     metrics = evaluate_network(network, val_set)

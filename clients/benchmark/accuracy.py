@@ -46,6 +46,13 @@ def class_ids(folders: Sequence[str], labels: Sequence[str]) -> Tuple[Dict[str, 
     raise ValueError(f"{len(names)} class folders cannot be mapped to the server's {len(labels)} labels")
 
 
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """`count` items spread evenly over `items` in order (each class keeps its share); all when count is 0."""
+    if not 0 < count < len(items):
+        return list(items)
+    return [items[i * len(items) // count] for i in range(count)]
+
+
 def measure_accuracy(
     client: ClassifierClient,
     root: Path,
@@ -53,9 +60,12 @@ def measure_accuracy(
     images_per_request: int = 8,
     concurrency: int = 4,
     progress: Optional[Callable[[int, int], None]] = None,
+    limit: int = 0,
 ) -> dict:
-    """Top-1 and top-5 over every image under root; images the server refuses count as wrong."""
-    images = list_images(root)
+    """Top-1 and top-5 over every image under root, or `limit` of them evenly spaced; images the server
+    refuses count as wrong."""
+    listed = list_images(root)
+    images = evenly_spaced(listed, limit)
     ids, mapping = class_ids([name for _, name in images], labels)
     chunks = [images[i:i + images_per_request] for i in range(0, len(images), images_per_request)]
     top1 = top5 = failed = done = 0
@@ -74,6 +84,7 @@ def measure_accuracy(
         "top1": top1 / total if total else None,
         "top5": top5 / total if total else None,
         "images": total,
+        "images_in_data": len(listed),
         "top1_correct": top1,
         "top5_correct": top5,
         "failed": failed,

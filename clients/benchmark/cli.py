@@ -84,6 +84,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            "default genet")
     load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
+    parser.add_argument("--data-images", type=int, default=0, metavar="N",
+                        help="score N images of --data, evenly spaced so each class keeps its share (default: all)")
     servers = parser.add_argument_group("servers started by the benchmark, and the offline baseline")
     servers.add_argument("--start-server", action="store_true",
                          help="start `python -m serving` per backend and max batch size")
@@ -117,6 +119,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--start-server needs --model-repository")
     if not args.images and not args.data:
         parser.error("give --images or --data: the load needs images")
+    if args.data_images < 0:
+        parser.error("--data-images must be >= 0")
     if args.target and "kserve-http" in args.protocol and not args.http_target:
         parser.error("--protocol kserve-http with --target needs --http-target")
     if args.target and len(args.backend) > 1:
@@ -226,7 +230,8 @@ def measure_server(args, choice: Optional[BackendChoice], spec: Optional[ServerS
                 if protocol in accuracy_protocols:
                     chunk = min(16, info.limits.max_images_per_request or 16)
                     measured["accuracy"][series] = measure_accuracy(client, args.data, list(info.labels), chunk, 4,
-                                                                    progress.count(f"{series} accuracy"))
+                                                                    progress.count(f"{series} accuracy"),
+                                                                    args.data_images)
                     progress.done()
 
 

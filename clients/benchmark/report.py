@@ -268,7 +268,10 @@ def format_summary(report: dict) -> str:
     accuracy = report.get("accuracy_by_server") or {}
     if accuracy:
         first = next(iter(accuracy.values()))
-        lines += ["", f"accuracy through the server over {first['data']} ({first['images']} images; failed "
+        scored = first["images"]
+        if scored < first.get("images_in_data", scored):
+            scored = f"{scored} evenly spaced of its {first['images_in_data']}"
+        lines += ["", f"accuracy through the server over {first['data']} ({scored} images; failed "
                       "requests count as wrong):"]
         lines += _table(("server", "top-1", "top-5", "failed"), [
             (series, f"{entry['top1']:.2%} ({entry['top1_correct']})", f"{entry['top5']:.2%} ({entry['top5_correct']})",

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from clients.benchmark.accuracy import class_ids, measure_accuracy
+from clients.benchmark.accuracy import class_ids, evenly_spaced, measure_accuracy
 from clients.client import ClassifierClient
 
 
@@ -25,6 +25,15 @@ def test_images_filed_under_their_predicted_label_score_100_percent_and_broken_o
     assert accuracy["top1_correct"] == accuracy["top5_correct"] == len(images)
     assert accuracy["top1"] == pytest.approx(len(images) / (len(images) + 1))
     assert accuracy["label_mapping"] == "labels"
+    with ClassifierClient(server.address) as client:
+        sample = measure_accuracy(client, root, labels, images_per_request=3, concurrency=2, limit=2)
+    assert (sample["images"], sample["images_in_data"]) == (2, len(images) + 1)
+    assert sample["top1_correct"] + sample["failed"] == 2
+
+
+def test_evenly_spaced_keeps_order_and_spread():
+    assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
+    assert evenly_spaced(list(range(10)), 0) == evenly_spaced(list(range(10)), 10) == list(range(10))
 
 
 def test_class_ids_by_label_name_then_by_sorted_folder():

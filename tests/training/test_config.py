@@ -8,7 +8,7 @@ from training.config import Config, load_config, save_config
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", ["theta_minus", "theta", "theta_plus", "demo"])
+@pytest.mark.parametrize("name", ["theta_minus", "theta", "theta_plus", "demo", "theta_plus_fmnist224"])
 def test_shipped_configs_load_and_round_trip(name, tmp_path):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     save_config(cfg, tmp_path / "config.yaml")
@@ -61,6 +61,7 @@ def test_bool_string_is_not_truthy():
     ("train.distributed=maybe", "expected bool"),
     ("train.epochs", "key=value"),
     ("train.batch_size=0", "train.batch_size must be >= 1"),
+    ("data.val_images=-1", "data.val_images must be >= 0"),
 ])
 def test_bad_overrides_fail_loudly(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

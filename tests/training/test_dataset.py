@@ -104,6 +104,21 @@ def test_eval_scores_every_image(mixed_root):
     assert collections.Counter(labels)[sorted(FMNIST_CLASSES + ("photo",)).index("photo")] == 10
 
 
+def test_eval_images_scores_an_even_spread_of_each_shard(mixed_root):
+    files = _files(mixed_root)
+    dataset, _ = create_dataset(mixed_root, train=False, batch_size=4, image_size=16, eval_images=11)
+    _, labels, sizes = _collect(dataset)
+    assert sizes == [4, 4, 3]
+    # 11 of 30 in file order: the 10 photos get 4, and 7 of the 10 two-image classes one each.
+    assert labels == [files[i * 30 // 11][0] for i in range(11)]
+    assert collections.Counter(labels).most_common(1)[0][1] == 4 and len(set(labels)) == 8
+    shards = [_collect(create_dataset(mixed_root, train=False, batch_size=4, image_size=16, eval_images=11,
+                                      rank_id=rank, rank_size=2)[0])[1] for rank in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(labels)
+    whole, _ = create_dataset(mixed_root, train=False, batch_size=4, image_size=16, eval_images=30)
+    assert len(_collect(whole)[1]) == 30
+
+
 def test_train_batches_drop_the_remainder(fmnist):
     dataset, classes = create_dataset(fmnist / "train", train=True, batch_size=4, image_size=32)
     images, labels, sizes = _collect(dataset)

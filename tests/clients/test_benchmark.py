@@ -90,7 +90,7 @@ def test_lite_and_openvino_servers_side_by_side_each_against_its_own_offline_bas
     status = main(["--start-server", "--model-repository", str(model_repository),
                    "--backend", "mslite,openvino:f32,openvino:bf16", "--max-batch-size", "4", "--concurrency", "2",
                    "--warmup", "0.2", "--duration", "0.5", "--images", *images, "--data", str(labelled_folder),
-                   "--offline-seconds", "0.2", "--out", str(out)])
+                   "--data-images", "3", "--offline-seconds", "0.2", "--out", str(out)])
     assert status == 0
     report = json.loads((out / "benchmark.json").read_text())
     bf16 = native_bf16(report["cpu"]["flags"])
@@ -116,7 +116,8 @@ def test_lite_and_openvino_servers_side_by_side_each_against_its_own_offline_bas
         own = offline[(run["backend"], run["offline_batch_size"])]["throughput_ips"]
         assert run["efficiency"] == round(run["throughput_ips"] / own, 3)
     assert list(report["accuracy_by_server"]) == [f"{b} mbs4" for b in measured]
-    assert {a["images"] for a in report["accuracy_by_server"].values()} == {5}
+    # --data-images: the same 3 of the 5 images on every backend.
+    assert {(a["images"], a["images_in_data"]) for a in report["accuracy_by_server"].values()} == {(3, 5)}
 
     with open(out / "benchmark.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -129,6 +130,7 @@ def test_lite_and_openvino_servers_side_by_side_each_against_its_own_offline_bas
         runtime = offline[(backend, 2)]["runtime_version"]
         assert any(line.startswith(f"{backend} ") and runtime in line for line in lines)
     assert ("skipped backend openvino-bf16" in summary) != bf16
+    assert "(3 evenly spaced of its 5 images;" in summary
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

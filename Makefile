@@ -31,7 +31,7 @@ SERVE_ARGS ?=
 # Built by `make data`; a prerequisite of the targets that need the data but pass ARGS elsewhere.
 TEST_DATA := data/photos/labels.json
 
-.PHONY: help setup protos browser data train train-distributed eval export export-random serve classify bench reference-model bench-reference reference-trained demo stress stress-reference test test-all clean
+.PHONY: help setup protos browser h2load data train train-distributed eval export export-random serve classify bench reference-model bench-reference reference-trained demo stress stress-reference test test-all clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -69,6 +69,11 @@ browser: ## install Debian's chromium and chromium-driver when missing (the page
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
+# The benchmark's lean load generator (clients/benchmark/h2load.py), installed the same way.
+h2load: ## install Debian's nghttp2-client (h2load, the benchmark's load generator) when missing
+	@command -v h2load >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client; }
+
 data: $(VENV)/.installed ## build data/fmnist (Fashion-MNIST as JPEG folders) and data/photos
 	$(PY) -m training.prepare_data $(ARGS)
 
@@ -105,11 +110,15 @@ classify: setup ## classify IMAGES (default data/photos/*) with the server at TA
 # 3 protocols x 2 images-per-request values x 3 levels of 1 + 3 s, then accuracy through each backend.
 BENCH_BACKENDS ?= mslite,openvino:f32,openvino:bf16
 BENCH_PROTOCOLS ?= genet,kserve-grpc,kserve-http
-bench: setup ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 1 and 16 on the latest model: c=1,4,16 with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA and the offline baseline of each backend -> reports/
+# h2load sends the closed-loop levels: the Python generator's ~0.3 CPU ms per call would be taken from a
+# server on the same cores (LOAD_GENERATOR=python measures with it; README, "Benchmark").
+LOAD_GENERATOR ?= h2load
+LOAD_PREREQUISITE := $(if $(filter h2load,$(LOAD_GENERATOR)),h2load)
+bench: setup $(LOAD_PREREQUISITE) ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 1 and 16 on the latest model: c=1,4,16 with 1 and 16 images per request over genet.v1, KServe v2 gRPC and HTTP, accuracy on DATA and the offline baseline of each backend -> reports/
 	$(PY) -m clients.benchmark --start-server --model-repository $(MODELS) --backend $(BENCH_BACKENDS) \
 	  --server-arg=--model-name=$(NAME) --server-arg=--max-queue-size=512 --server-arg=--threads=1 --server-arg=--instances=2 --max-batch-size 1,16 \
 	  --concurrency 1,4,16 --warmup 1 --duration 3 --images-per-request 1,16 --protocol $(BENCH_PROTOCOLS) \
-	  --data $(DATA) --out reports $(ARGS)
+	  --load-generator $(LOAD_GENERATOR) --data $(DATA) --out reports $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
 # calibrated on real photos, exported once into REFERENCE_MODELS; servers and baselines on 2 threads.
@@ -117,13 +126,13 @@ bench: setup ## Lite and OpenVINO (f32; bf16 where the CPU has it) servers at ma
 REFERENCE_MODELS ?= reports/reference/models
 REFERENCE_BACKENDS ?= mslite,openvino:f32,openvino:bf16-unverified
 REFERENCE_BENCH = $(PY) -m clients.benchmark --start-server --threads 2 --max-batch-size 8 --concurrency 1,4,16 \
-  --images $(wildcard data/photos/*.jpg)
+  --load-generator $(LOAD_GENERATOR) --images $(wildcard data/photos/*.jpg)
 
 reference-model: setup ## export the reference theta-plus at 224 (BN-calibrated random init) into REFERENCE_MODELS, once
 	test -n "$$(ls $(REFERENCE_MODELS)/genet_reference 2>/dev/null)" || $(PY) -m export --random-init --calibrate-bn \
 	  --config training/configs/theta_plus.yaml --name genet_reference --repository $(REFERENCE_MODELS) --formats onnx,mslite
 
-bench-reference: reference-model ## reference theta-plus at 224: Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 8, c=1,4,16 on data/photos, each against its offline baseline, and ONNX Runtime -> reports/reference/
+bench-reference: reference-model $(LOAD_PREREQUISITE) ## reference theta-plus at 224: Lite and OpenVINO (f32; bf16 where the CPU has it) servers at max batch 8, c=1,4,16 on data/photos, each against its offline baseline, and ONNX Runtime -> reports/reference/
 	$(REFERENCE_BENCH) --model-repository $(REFERENCE_MODELS) --backend $(REFERENCE_BACKENDS) \
 	  --compare-runtimes onnxruntime --out reports/reference $(ARGS)
 
@@ -134,7 +143,7 @@ REFERENCE_TRAINED_RUNS ?= runs/reference-trained
 REFERENCE_TRAINED_MODELS ?= reports/reference-trained/models
 REFERENCE_TRAINED_BACKENDS ?= mslite,openvino:f32,openvino:bf16
 
-reference-trained: setup $(TEST_DATA) ## the reference theta-plus at 224 trained on Fashion-MNIST: export (bf16 verified on trained weights), then the bench-reference servers with top-1 over 1,000 val images each -> reports/reference-trained/
+reference-trained: setup $(TEST_DATA) $(LOAD_PREREQUISITE) ## the reference theta-plus at 224 trained on Fashion-MNIST: export (bf16 verified on trained weights), then the bench-reference servers with top-1 over 1,000 val images each -> reports/reference-trained/
 	test -f $(REFERENCE_TRAINED_RUNS)/latest/final.ckpt || $(PY) -m training.train \
 	  --config training/configs/theta_plus_fmnist224.yaml run.output_dir=$(REFERENCE_TRAINED_RUNS)
 	test -n "$$(ls $(REFERENCE_TRAINED_MODELS)/genet_reference_trained 2>/dev/null)" || $(PY) -m export \
@@ -160,8 +169,8 @@ clean: ## remove environments, generated stubs and build outputs (not data, runs
 $(TEST_DATA): $(VENV)/.installed
 	$(PY) -m training.prepare_data
 
-test: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser ## run the test suite (sets up everything it needs)
+test: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser h2load ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest tests $(ARGS)
 
-test-all: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser ## the test suite plus the slow checks (theta and theta-minus reference exports, ~4 min more)
+test-all: setup $(TEST_DATA) $(VENV_TRITON)/.installed browser h2load ## the test suite plus the slow checks (theta and theta-minus reference exports, ~4 min more)
 	$(PY) -m pytest tests -m "slow or not slow" $(ARGS)

@@ -11,7 +11,7 @@ retries: the benchmark's calls are single attempts anyway (`ClassifierClient.asy
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import grpc
@@ -65,11 +65,8 @@ class KServeGrpcClient(CallbackClient):
     def async_classify(self, request: classifier_pb2.ClassifyRequest, callback: ResultCallback,
                        timeout_s: Optional[float] = None) -> None:
         """Start one ModelInfer call; callback(result, error) runs on a gRPC thread."""
-        infer = pb.ModelInferRequest(model_name=self.model_name, model_version=request.model_version,
-                                     raw_input_contents=[join_bytes(request.images)])
-        infer.inputs.add(name="images", datatype="BYTES", shape=[len(request.images)])
-        infer.outputs.add(name=OUTPUT).parameters["classification"].int64_param = request.top_k or 5
-        future = self._stub.ModelInfer.future(infer, timeout=timeout_s or self._timeout_s, metadata=self._metadata)
+        future = self._stub.ModelInfer.future(infer_request(request, self.model_name),
+                                              timeout=timeout_s or self._timeout_s, metadata=self._metadata)
         future.add_done_callback(lambda done: deliver_result(done, callback, _v2_result))
 
 
@@ -106,19 +103,10 @@ class KServeHttpClient(CallbackClient):
             callback(result, None)
 
     def _infer(self, request: classifier_pb2.ClassifyRequest, timeout_s: float) -> ClassifyResult:
-        raw = join_bytes(request.images)
-        header = json.dumps({
-            "inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(request.images)],
-                        "parameters": {"binary_data_size": len(raw)}}],
-            "outputs": [{"name": OUTPUT, "parameters": {"classification": request.top_k or 5}}]}).encode()
-        version = f"/versions/{quote(request.model_version, safe='')}" if request.model_version else ""
-        headers = dict(self._headers, **{"Inference-Header-Content-Length": str(len(header)),
-                                         "Inference-Timeout-Ms": str(int(timeout_s * 1000)),
-                                         "Content-Type": "application/octet-stream"})
+        path, headers, body = http_infer_request(request, self.model_name, timeout_s)
         try:
-            response = self._session().post(f"{self.url}/v2/models/{self.model_name}{version}/infer",
-                                            data=header + raw, headers=headers, timeout=timeout_s,
-                                            verify=self._verify, cert=self._cert)
+            response = self._session().post(f"{self.url}{path}", data=body, headers=dict(self._headers, **headers),
+                                            timeout=timeout_s, verify=self._verify, cert=self._cert)
         except requests.Timeout:
             raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout_s} s") from None
         except requests.RequestException as error:
@@ -135,6 +123,29 @@ class KServeHttpClient(CallbackClient):
         if session is None:
             session = self._local.session = requests.Session()
         return session
+
+
+def infer_request(request: classifier_pb2.ClassifyRequest, model_name: str) -> pb.ModelInferRequest:
+    """The ModelInferRequest asking `model_name` for the top-k of `request`'s images (raw BYTES input)."""
+    infer = pb.ModelInferRequest(model_name=model_name, model_version=request.model_version,
+                                 raw_input_contents=[join_bytes(request.images)])
+    infer.inputs.add(name="images", datatype="BYTES", shape=[len(request.images)])
+    infer.outputs.add(name=OUTPUT).parameters["classification"].int64_param = request.top_k or 5
+    return infer
+
+
+def http_infer_request(request: classifier_pb2.ClassifyRequest, model_name: str,
+                       timeout_s: float) -> Tuple[str, Dict[str, str], bytes]:
+    """(path, headers, body) of the HTTP infer call for `request`: the binary tensor data extension."""
+    raw = join_bytes(request.images)
+    header = json.dumps({
+        "inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(request.images)],
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": OUTPUT, "parameters": {"classification": request.top_k or 5}}]}).encode()
+    version = f"/versions/{quote(request.model_version, safe='')}" if request.model_version else ""
+    headers = {"Inference-Header-Content-Length": str(len(header)), "Inference-Timeout-Ms": str(int(timeout_s * 1000)),
+               "Content-Type": "application/octet-stream"}
+    return f"/v2/models/{model_name}{version}/infer", headers, header + raw
 
 
 def _v2_result(response) -> ClassifyResult:

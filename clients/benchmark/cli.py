@@ -1,6 +1,7 @@
 """Command line of the benchmark: parse the options, run every part, write and print the report."""
 import argparse
 import contextlib
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from typing import List, Optional, Sequence
 
 from google.protobuf import json_format
 
+from clients.benchmark import h2load
 from clients.benchmark.accuracy import IMAGE_SUFFIXES, list_images, measure_accuracy
 from clients.benchmark.baseline import run_offline
 from clients.benchmark.progress import ProgressLine
@@ -24,6 +26,7 @@ from clients.options import add_connection_arguments, client_from_args, tls_from
 
 logger = logging.getLogger("clients.benchmark")
 LOAD_IMAGES = 16
+LOAD_GENERATORS = ("python", "h2load")
 
 
 def _ints(text: str) -> List[int]:
@@ -83,6 +86,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            "kserve-http (KServe v2; images as BYTES, top-k by the classification extension); "
                            "default genet")
     load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")
+    load.add_argument("--load-generator", choices=LOAD_GENERATORS, default="python",
+                      help="what sends the closed-loop levels: python (this process, grpcio and requests) or h2load "
+                           "(nghttp2's load generator in C: about a sixth of the CPU per call, which a server "
+                           "sharing the cores keeps; gRPC status codes from the server's metrics); open-loop levels "
+                           "always run here (default python)")
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")
     parser.add_argument("--data-images", type=int, default=0, metavar="N",
                         help="score N images of --data, evenly spaced so each class keeps its share (default: all)")
@@ -125,9 +133,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--protocol kserve-http with --target needs --http-target")
     if args.target and len(args.backend) > 1:
         parser.error("--target measures one server: give one --backend (its offline baseline)")
+    if args.load_generator == "h2load":
+        _check_h2load_options(parser, args)
     if args.concurrency is None:
         args.concurrency = [] if args.rate else [1, 2, 4, 8, 16]
     return args
+
+
+def _check_h2load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what h2load cannot do here: other protocols, TLS, several addresses, unknown gRPC status codes."""
+    unsupported = [protocol for protocol in args.protocol if protocol not in h2load.PROTOCOLS]
+    if unsupported:
+        parser.error(f"--load-generator h2load sends {', '.join(h2load.PROTOCOLS)} calls, not {', '.join(unsupported)}")
+    if tls_from_args(args) is not None:
+        parser.error("--load-generator h2load speaks plaintext only: drop the TLS options or use the python generator")
+    if args.target and (len(args.target) > 1 or "," in args.target[0] or ":///" in args.target[0]):
+        parser.error("--load-generator h2load needs one HOST:PORT --target")
+    if args.target and not args.metrics_url:
+        parser.error("--load-generator h2load with --target needs --metrics-url: gRPC status codes come from the "
+                     "server's metrics")
+    try:
+        h2load.h2load_path()
+    except RuntimeError as error:
+        parser.error(str(error))
 
 
 def load_images(args: argparse.Namespace) -> List[Path]:
@@ -223,6 +251,10 @@ def measure_server(args, choice: Optional[BackendChoice], spec: Optional[ServerS
         for protocol in args.protocol:
             # Several protocols: one series each ("mslite mbs16 kserve-grpc"); genet alone keeps the server's label.
             series = label if args.protocol == ["genet"] else f"{label} {protocol}"
+            if args.load_generator == "h2load":
+                address = http_target if protocol == "kserve-http" else target[0]
+                plan = dataclasses.replace(plan, h2load_target=h2load.H2loadTarget(
+                    address.split("://")[-1], protocol, info.name, token_from_args(args)))
             with protocol_client(args, protocol, target, http_target, info.name) as client:
                 runs = run_levels(client, images, plan, series, info.batching.max_batch_size or None,
                                   metrics_url, progress)

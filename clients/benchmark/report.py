@@ -18,7 +18,7 @@ LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 CSV_FIELDS = ("source", "backend", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
               "throughput_rps") + tuple(f"latency_{k}_ms" for k in LATENCY_KEYS) + (
               "mean_batch_size", "offline_batch_size", "efficiency", "errors", "server_cpu_ms_per_image",
-              "client_cpu_ms_per_image", "machine_busy")
+              "client_cpu_ms_per_image", "machine_busy", "load_generator")
 
 
 def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[str, Path]:
@@ -33,7 +33,8 @@ def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[s
 
 
 def _level(run: dict) -> str:
-    return f"c={run['concurrency']}" if "concurrency" in run else f"r={run['rate']:g}/s"
+    level = f"c={run['concurrency']}" if "concurrency" in run else f"r={run['rate']:g}/s"
+    return f"{level} h2load" if run.get("load_generator") == "h2load" else level
 
 
 def csv_rows(report: dict) -> List[dict]:
@@ -48,7 +49,8 @@ def csv_rows(report: dict) -> List[dict]:
             mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
             server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
-            machine_busy=run.get("machine_busy"), **{f"latency_{k}_ms": run["latency_ms"][k] for k in LATENCY_KEYS}))
+            machine_busy=run.get("machine_busy"), load_generator=run.get("load_generator"),
+            **{f"latency_{k}_ms": run["latency_ms"][k] for k in LATENCY_KEYS}))
     for entry in report["offline"] + report.get("runtimes", []):
         rows.append(dict(
             source=" ".join(["offline", *_source(entry)]), backend=entry.get("backend"), mode="offline",
@@ -240,8 +242,8 @@ def format_summary(report: dict) -> str:
              _cell(run.get("efficiency"), 2), _cell(_cpu(run, "server"), 2), _cell(_cpu(run, "client"), 2),
              _cell(run.get("machine_busy"), 2), _errors(run["errors"])) for run in report["runs"]]
     lines = ["server runs (latency in ms; batch = mean server batch; eff = img/s / offline img/s of the same "
-             "backend at the same batch size; cpu = CPU ms per image of the server and of this client; busy = "
-             "share of the machine's cores not idle)"]
+             "backend at the same batch size; cpu = CPU ms per image of the server and of the load generator "
+             "(this process, or h2load where the load says so); busy = share of the machine's cores not idle)"]
     lines += _table(header, rows)
     if report["offline"]:
         lines += ["", "offline baseline of each backend (same model and backend in-process, no gRPC: "

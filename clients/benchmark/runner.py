@@ -4,9 +4,11 @@ Besides latency and throughput each level records the CPU time spent per image b
 (its Prometheus process_cpu_seconds_total) and by this benchmark process: on a machine where client
 and server share the cores, what the load generator burns is missing from the server's throughput.
 It also records how busy the machine's cores were (`machine_busy`, 0-1 of all cores): a level that
-leaves cores idle is limited by waiting, not by CPU.
+leaves cores idle is limited by waiting, not by CPU. With an `H2loadTarget`, h2load generates the
+closed-loop levels (clients.benchmark.h2load); its CPU counts as the client's.
 """
 import itertools
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from clients.benchmark import server_metrics
+from clients.benchmark import h2load, server_metrics
 from clients.benchmark.load import run_closed_loop, run_open_loop
 from clients.benchmark.progress import ProgressLine
 from clients.benchmark.stats import summarise
@@ -34,6 +36,8 @@ class LoadPlan:
     warmup_s: float
     duration_s: float
     timeout_s: float
+    h2load_target: Optional[h2load.H2loadTarget] = None
+    """Set: h2load sends the closed-loop levels (to this target); unset: this process does."""
 
 
 def build_requests(images: Sequence[Path], images_per_request: int) -> List[classifier_pb2.ClassifyRequest]:
@@ -64,20 +68,36 @@ def run_levels(client: ClassifierClient, images: Sequence[Path], plan: LoadPlan,
 def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: Optional[str], callback) -> dict:
     """One load level: its summary, plus mean server batch and CPU per image when metrics_url is known."""
     before = server_metrics.scrape(metrics_url) if metrics_url else None
-    client_cpu, machine = time.process_time(), psutil.cpu_times()
-    loop = run_closed_loop if mode == "concurrency" else run_open_loop
-    measurement = loop(client, requests, level, plan.warmup_s, plan.duration_s, plan.timeout_s, callback)
-    client_cpu = time.process_time() - client_cpu
+    client_cpu, machine = _client_cpu_s(), psutil.cpu_times()
+    wire = plan.h2load_target.call(requests[0], plan.timeout_s) if plan.h2load_target and mode == "concurrency" \
+        else None
+    if wire is not None:
+        measurement = h2load.run_closed_loop(plan.h2load_target.address, wire, len(requests[0].images), level,
+                                             plan.warmup_s, plan.duration_s, plan.timeout_s)
+    else:
+        loop = run_closed_loop if mode == "concurrency" else run_open_loop
+        measurement = loop(client, requests, level, plan.warmup_s, plan.duration_s, plan.timeout_s, callback)
+    client_cpu = _client_cpu_s() - client_cpu
     summary = summarise(measurement)
+    summary["load_generator"] = "h2load" if wire is not None else "python"
     summary["machine_busy"] = busy_fraction(machine, psutil.cpu_times())
     images = sum(r.images for r in measurement.records if r.code == "OK")  # warm-up included, like the CPU
     cpu = {"client": _per_image_ms(client_cpu, images)}
     if metrics_url:
         after = server_metrics.scrape(metrics_url)
+        if wire is not None and not wire.http1:
+            h2load.count_server_errors(summary, h2load.server_errors(before, after, wire.method, level),
+                                       len(requests[0].images))
         summary["mean_batch_size"] = server_metrics.mean_batch_size(before, after)
         cpu["server"] = _per_image_ms(server_metrics.cpu_seconds(before, after), images)
     summary["cpu_ms_per_image"] = cpu
     return summary
+
+
+def _client_cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (an h2load run is one)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def busy_fraction(before, after) -> Optional[float]:

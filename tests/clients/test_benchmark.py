@@ -2,6 +2,7 @@
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -165,6 +166,57 @@ def test_open_loop_against_a_running_server_sends_on_schedule(server, images, tm
     _check_latency(run["latency_ms"])
     assert run["cpu_ms_per_image"]["server"] > 0
     assert run["efficiency"] is None and report["offline"] == [] and report["accuracy"] is None
+
+
+needs_h2load = pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (make h2load)")
+
+
+@needs_h2load
+def test_h2load_sends_the_closed_loop_levels_of_every_protocol_and_its_cpu_counts_as_the_client(
+        model_repository, images, tmp_path):
+    out = tmp_path / "report"
+    status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "4",
+                   "--protocol", "genet,kserve-grpc,kserve-http", "--load-generator", "h2load",
+                   "--concurrency", "1,4", "--rate", "20", "--warmup", "0.3", "--duration", "1",
+                   "--images", *images, "--no-offline", "--out", str(out)])
+    assert status == 0
+    runs = json.loads((out / "benchmark.json").read_text())["runs"]
+    assert [(r["protocol"], r["mode"], r["load_generator"]) for r in runs] == [
+        (protocol, mode, generator) for protocol in ("genet", "kserve-grpc", "kserve-http")
+        for mode, generator in (("concurrency", "h2load"), ("concurrency", "h2load"), ("rate", "python"))]
+    for run in runs:
+        # The calls h2load leaves in flight when it stops are cancelled by the server: not errors.
+        assert run["errors"] == {} and run["successful"] == run["requests"] > 0
+        assert run["throughput_ips"] > 0 and run["cpu_ms_per_image"]["client"] > 0
+        _check_latency(run["latency_ms"])
+    assert all(run["requests"] == 20 for run in runs if run["mode"] == "rate")
+    assert "c=4 h2load" in format_summary(json.loads((out / "benchmark.json").read_text()))
+
+
+@needs_h2load
+def test_h2load_levels_take_failed_grpc_calls_from_the_server_metrics(model_repository, images, tmp_path):
+    """Every call has two images where the server takes one: gRPC fails them with HTTP 200, HTTP with 400."""
+    out = tmp_path / "report"
+    status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "4",
+                   "--server-arg=--max-images-per-request=1", "--images-per-request", "2",
+                   "--protocol", "genet,kserve-http", "--load-generator", "h2load", "--concurrency", "2",
+                   "--warmup", "0.2", "--duration", "0.5", "--images", *images, "--no-offline", "--out", str(out)])
+    assert status == 0
+    for run in json.loads((out / "benchmark.json").read_text())["runs"]:
+        assert set(run["errors"]) == {"INVALID_ARGUMENT"} and run["errors"]["INVALID_ARGUMENT"] >= run["requests"]
+        assert run["successful"] == 0 and run["throughput_ips"] == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--protocol", "genet-stream"], "not genet-stream"),
+    (["--tls"], "plaintext only"),
+    (["--target", "127.0.0.1:1"], "needs --metrics-url"),
+])
+def test_h2load_refuses_what_it_cannot_measure(options, message, capsys):
+    target = [] if "--target" in options else ["--target", "127.0.0.1:1", "--metrics-url", "http://127.0.0.1:2/m"]
+    with pytest.raises(SystemExit):
+        parse_args([*target, *options, "--load-generator", "h2load", "--images", "x.jpg"])
+    assert message in capsys.readouterr().err
 
 
 def test_machine_busy_is_the_non_idle_share_of_all_cores_without_counting_guest_time_twice():

@@ -2,9 +2,10 @@
 
 On a machine where the load generator shares the cores with the server, what it burns is taken from the
 server: the Python load generator (clients.benchmark.load over grpcio) costs about 0.3 CPU ms per call,
-h2load about 0.05. h2load repeats one call as bytes on the wire (`WireCall`: the first request of the
-level, built by the same code as the Python clients') for the level's duration, keeping `concurrency`
-calls in flight, and logs each call's start, HTTP status and duration, which become the level's records.
+h2load about 0.07. h2load repeats one call as bytes on the wire (`WireCall`: the first request of the
+level, built by the same code as the Python clients'; the Python generator cycles through up to 16) for
+the level's duration, keeping `concurrency` calls in flight, and logs each call's start, HTTP status and
+duration, which become the level's records.
 
 gRPC reports its status in trailers, which h2load does not read: a failed gRPC call looks like any other
 HTTP 200. So the status codes of gRPC levels come from the server's own count of the calls it answered

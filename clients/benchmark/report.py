@@ -112,7 +112,9 @@ def draw(report: dict) -> Optional[Figure]:
         _style_column(axes[:, column], [run[mode] for runs in by_series.values() for run in runs], mode)
     server = report.get("server", {})
     backends = ", ".join(report.get("backends", [])) or server.get("backend", "?")
-    figure.suptitle(f"{server.get('name', '?')} v{server.get('version', '?')}: {backends}", y=0.995, fontsize=13)
+    generators = " and ".join(sorted({run.get("load_generator", "python") for run in report["runs"]}))
+    figure.suptitle(f"{server.get('name', '?')} v{server.get('version', '?')}: {backends} (load: {generators})",
+                    y=0.995, fontsize=13)
     handles = _legend(report["runs"], styles, bool(offline))
     columns = _legend_columns(handles, len(panels))
     figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.975), ncol=columns,

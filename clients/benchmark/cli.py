@@ -88,7 +88,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     load.add_argument("--http-target", metavar="HOST:PORT", help="HTTP port of a --target server (kserve-http)")
     load.add_argument("--load-generator", choices=LOAD_GENERATORS, default="python",
                       help="what sends the closed-loop levels: python (this process, grpcio and requests) or h2load "
-                           "(nghttp2's load generator in C: about a sixth of the CPU per call, which a server "
+                           "(nghttp2's load generator in C: about a fifth of the CPU per call, which a server "
                            "sharing the cores keeps; gRPC status codes from the server's metrics); open-loop levels "
                            "always run here (default python)")
     parser.add_argument("--data", type=Path, help="ImageNet-layout folder: top-1/top-5 over every image")

@@ -69,10 +69,10 @@ def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: 
     """One load level: its summary, plus mean server batch and CPU per image when metrics_url is known."""
     before = server_metrics.scrape(metrics_url) if metrics_url else None
     client_cpu, machine = _client_cpu_s(), psutil.cpu_times()
-    wire = plan.h2load_target.call(requests[0], plan.timeout_s) if plan.h2load_target and mode == "concurrency" \
-        else None
+    target = plan.h2load_target if mode == "concurrency" else None
+    wire = target.call(requests[0], plan.timeout_s) if target is not None else None
     if wire is not None:
-        measurement = h2load.run_closed_loop(plan.h2load_target.address, wire, len(requests[0].images), level,
+        measurement = h2load.run_closed_loop(target.address, wire, len(requests[0].images), level,
                                              plan.warmup_s, plan.duration_s, plan.timeout_s)
     else:
         loop = run_closed_loop if mode == "concurrency" else run_open_loop

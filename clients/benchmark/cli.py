@@ -219,12 +219,18 @@ def measure_servers(args, backends: Sequence[BackendChoice], images, progress) -
     protocol for the first backend, over the first protocol for the others (the protocols are compared
     once, the backends each once).
 
-    Returns runs, servers, accuracy by series and, by backend label, (backend, model info).
+    Each backend's offline baseline is measured right after its servers, so that the efficiency of a level
+    divides two rates taken minutes apart, not the whole run apart (a shared machine's speed drifts).
+
+    Returns runs, servers, accuracy by series, offline rows and, by backend label, (backend, model info).
     """
     plan = LoadPlan(args.concurrency, args.rate, args.images_per_request, args.warmup, args.duration, args.timeout)
-    measured = {"runs": [], "servers": [], "accuracy": {}, "backends": {}}
+    measured = {"runs": [], "servers": [], "accuracy": {}, "backends": {}, "offline": []}
+    with_offline = offline_wanted(args)
     if not args.start_server:
-        measure_server(args, None, None, images, plan, progress, measured, args.protocol if args.data else [])
+        label = measure_server(args, None, None, images, plan, progress, measured,
+                               args.protocol if args.data else [])
+        measured["offline"] += measure_offline(args, measured, label, images) if with_offline else []
         return measured
     for number, choice in enumerate(backends):
         specs = server_specs(args, choice)
@@ -232,13 +238,14 @@ def measure_servers(args, backends: Sequence[BackendChoice], images, progress) -
         for index, spec in enumerate(specs):
             measure_server(args, choice, spec, images, plan, progress, measured,
                            accuracy if index == len(specs) - 1 else [])
+        measured["offline"] += measure_offline(args, measured, choice.label, images) if with_offline else []
     return measured
 
 
 def measure_server(args, choice: Optional[BackendChoice], spec: Optional[ServerSpec], images, plan: LoadPlan,
-                   progress, measured: dict, accuracy_protocols: Sequence[str]) -> None:
+                   progress, measured: dict, accuracy_protocols: Sequence[str]) -> str:
     """One server (started from spec, or --target): every protocol's load levels, then accuracy over --data
-    through each of accuracy_protocols."""
+    through each of accuracy_protocols. Returns its backend's label."""
     with endpoint(args, spec) as (label, target, metrics_url, http_target):
         with client_from_args(args, target) as client:
             info = client.model_info()
@@ -265,6 +272,7 @@ def measure_server(args, choice: Optional[BackendChoice], spec: Optional[ServerS
                                                                     progress.count(f"{series} accuracy"),
                                                                     args.data_images)
                     progress.done()
+    return choice.label
 
 
 def protocol_client(args: argparse.Namespace, protocol: str, target: Sequence[str], http_target: Optional[str],
@@ -282,25 +290,28 @@ def offline_sizes(args, runs) -> List[int]:
     return args.offline_batch_sizes or sorted({b for b in map(offline_batch_size, runs) if b}) or [1]
 
 
-def measure_offline(args, measured: dict, images) -> List[dict]:
-    """The offline baseline of each measured backend at the batch sizes its runs formed, its rows labelled
-    with the backend; a backend whose baseline fails is reported without one (its runs are kept)."""
+def offline_wanted(args) -> bool:
+    """Whether offline baselines are measured (--model-repository given, no --no-offline); says why not."""
     if args.no_offline or not args.model_repository:
         logger.warning("offline baseline skipped (%s)", "--no-offline" if args.no_offline else "no --model-repository")
+        return False
+    return True
+
+
+def measure_offline(args, measured: dict, label: str, images) -> List[dict]:
+    """The offline baseline of the measured backend `label` at the batch sizes its runs formed, its rows
+    labelled with the backend; none when it fails (its runs are kept, reported without one)."""
+    choice, info = measured["backends"][label]
+    runs = [run for run in measured["runs"] if run["backend"] == label]
+    model_dir = args.model_repository / info.name / info.version
+    try:
+        results = run_offline(model_dir, choice.name, offline_sizes(args, runs), images, args.offline_seconds,
+                              args.threads, info.device or "cpu", info.device_id, args.server_python,
+                              info.model_sha256, precision=choice.precision)
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+        logger.error("%s offline baseline failed, reported without it: %s", label, error)
         return []
-    rows = []
-    for label, (choice, info) in measured["backends"].items():
-        runs = [run for run in measured["runs"] if run["backend"] == label]
-        model_dir = args.model_repository / info.name / info.version
-        try:
-            results = run_offline(model_dir, choice.name, offline_sizes(args, runs), images, args.offline_seconds,
-                                  args.threads, info.device or "cpu", info.device_id, args.server_python,
-                                  info.model_sha256, precision=choice.precision)
-        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
-            logger.error("%s offline baseline failed, reported without it: %s", label, error)
-            continue
-        rows += [dict(result, backend=label) for result in results]
-    return rows
+    return [dict(result, backend=label) for result in results]
 
 
 def measure_runtimes(args, measured: dict, images, cpu: dict) -> List[dict]:
@@ -333,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backends, skipped = measurable(args.backend, cpu) if args.start_server else (args.backend, [])
         images = load_images(args)
         measured = measure_servers(args, backends, images, progress)
-        offline = measure_offline(args, measured, images)
+        offline = measured["offline"]
         runtimes = measure_runtimes(args, measured, images, cpu)
     except (ClientError, OSError, RuntimeError, ValueError) as error:
         progress.done()

@@ -148,8 +148,7 @@ def server_errors(before: server_metrics.Samples, after: server_metrics.Samples,
     """
     codes = {dict(labels).get("code") for name, labels in after
              if name == "genet_requests_total" and dict(labels).get("method") == method}
-    counts = {code: int(server_metrics.value(after, "genet_requests_total", method=method, code=code)
-                        - server_metrics.value(before, "genet_requests_total", method=method, code=code))
+    counts = {code: int(server_metrics.delta(before, after, "genet_requests_total", method=method, code=code))
               for code in codes if code != "OK"}
     counts["CANCELLED"] = counts.get("CANCELLED", 0) - concurrency
     return {code: count for code, count in sorted(counts.items()) if count > 0}

@@ -23,10 +23,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much one sample grew between two scrapes (a counter's increase)."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
 def mean_batch_size(before: Samples, after: Samples) -> Optional[float]:
     """Mean images per inference batch between two scrapes, None when no batch ran."""
-    batches = value(after, "genet_batch_size_count") - value(before, "genet_batch_size_count")
-    images = value(after, "genet_batch_size_sum") - value(before, "genet_batch_size_sum")
+    batches = delta(before, after, "genet_batch_size_count")
+    images = delta(before, after, "genet_batch_size_sum")
     return round(images / batches, 3) if batches > 0 else None
 
 

@@ -60,10 +60,6 @@ def _send_groups(target: str, image: bytes, outcomes: _Outcomes) -> None:
         outcomes.all_done.wait(BATCH_DELAY_MS / 1000 + 30.0)
 
 
-def _delta(before, after, name: str, **labels: str) -> float:
-    return server_metrics.value(after, name, **labels) - server_metrics.value(before, name, **labels)
-
-
 def run_cancellation(target: str, metrics_url: str, image: bytes) -> CheckResult:
     """Expired and cancelled calls are dropped, counted, and not computed; the live call is answered."""
     result = CheckResult("cancellation")
@@ -71,9 +67,9 @@ def run_cancellation(target: str, metrics_url: str, image: bytes) -> CheckResult
     before = server_metrics.scrape(metrics_url)
     _send_groups(target, image, outcomes)
     after = server_metrics.scrape(metrics_url)
-    dropped = {reason: _delta(before, after, "genet_dropped_images_total", reason=reason)
+    dropped = {reason: server_metrics.delta(before, after, "genet_dropped_images_total", reason=reason)
                for reason in ("expired", "cancelled")}
-    computed = _delta(before, after, "genet_batch_size_sum")
+    computed = server_metrics.delta(before, after, "genet_batch_size_sum")
     doomed_images = CALLS_PER_GROUP * IMAGES_PER_CALL
     groups = outcomes.by_group
     result.requests = 2 * CALLS_PER_GROUP + 1

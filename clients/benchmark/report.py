@@ -17,8 +17,8 @@ from clients.benchmark.runner import offline_throughput  # noqa: E402
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 CSV_FIELDS = ("source", "backend", "max_batch_size", "mode", "level", "images_per_request", "throughput_ips",
               "throughput_rps") + tuple(f"latency_{k}_ms" for k in LATENCY_KEYS) + (
-              "mean_batch_size", "offline_batch_size", "efficiency", "errors", "server_cpu_ms_per_image",
-              "client_cpu_ms_per_image", "machine_busy", "load_generator")
+              "mean_batch_size", "mean_batches_in_flight", "offline_batch_size", "efficiency", "errors",
+              "server_cpu_ms_per_image", "client_cpu_ms_per_image", "machine_busy", "load_generator")
 
 
 def write_report(report: dict, out_dir: Path, stem: str = "benchmark") -> Dict[str, Path]:
@@ -46,7 +46,8 @@ def csv_rows(report: dict) -> List[dict]:
             mode=run["mode"], level=run.get("concurrency", run.get("rate")),
             images_per_request=run["images_per_request"],
             throughput_ips=run["throughput_ips"], throughput_rps=run["throughput_rps"],
-            mean_batch_size=run.get("mean_batch_size"), offline_batch_size=run.get("offline_batch_size"),
+            mean_batch_size=run.get("mean_batch_size"), mean_batches_in_flight=run.get("mean_batches_in_flight"),
+            offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
             server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
             machine_busy=run.get("machine_busy"), load_generator=run.get("load_generator"),
@@ -237,15 +238,17 @@ def _cell(value, digits: int = 1) -> str:
 def format_summary(report: dict) -> str:
     """The report as aligned text tables: server runs, offline baselines, runtimes, skipped backends, accuracy."""
     header = ("server", "mbs", "load", "img/req", "img/s", "req/s", "p50", "p90", "p95", "p99", "max",
-              "batch", "eff", "cpu srv", "cpu cli", "busy", "errors")
+              "batch", "flight", "eff", "cpu srv", "cpu cli", "busy", "errors")
     rows = [(run["server"], _cell(run.get("max_batch_size")), _level(run), str(run["images_per_request"]),
              _cell(run["throughput_ips"]), _cell(run["throughput_rps"]),
              *(_cell(run["latency_ms"][k]) for k in LATENCY_KEYS), _cell(run.get("mean_batch_size")),
-             _cell(run.get("efficiency"), 2), _cell(_cpu(run, "server"), 2), _cell(_cpu(run, "client"), 2),
-             _cell(run.get("machine_busy"), 2), _errors(run["errors"])) for run in report["runs"]]
-    lines = ["server runs (latency in ms; batch = mean server batch; eff = img/s / offline img/s of the same "
-             "backend at the same batch size; cpu = CPU ms per image of the server and of the load generator "
-             "(this process, or h2load where the load says so); busy = share of the machine's cores not idle)"]
+             _cell(run.get("mean_batches_in_flight"), 2), _cell(run.get("efficiency"), 2),
+             _cell(_cpu(run, "server"), 2), _cell(_cpu(run, "client"), 2), _cell(run.get("machine_busy"), 2),
+             _errors(run["errors"])) for run in report["runs"]]
+    lines = ["server runs (latency in ms; batch = mean server batch; flight = mean batches computing as one "
+             "starts; eff = img/s / offline img/s of the same backend at the same batch size; cpu = CPU ms per "
+             "image of the server and of the load generator (this process, or h2load where the load says so); "
+             "busy = share of the machine's cores not idle)"]
     lines += _table(header, rows)
     if report["offline"]:
         lines += ["", "offline baseline of each backend (same model and backend in-process, no gRPC: "

@@ -4,7 +4,9 @@ Besides latency and throughput each level records the CPU time spent per image b
 (its Prometheus process_cpu_seconds_total) and by this benchmark process: on a machine where client
 and server share the cores, what the load generator burns is missing from the server's throughput.
 It also records how busy the machine's cores were (`machine_busy`, 0-1 of all cores): a level that
-leaves cores idle is limited by waiting, not by CPU. With an `H2loadTarget`, h2load generates the
+leaves cores idle is limited by waiting, not by CPU; and, from the server's metrics, the mean batch it
+ran and the mean batches computing when one started (`mean_batches_in_flight`: near 1 with several
+workers, they took turns). With an `H2loadTarget`, h2load generates the
 closed-loop levels (clients.benchmark.h2load); its CPU counts as the client's.
 """
 import itertools
@@ -88,7 +90,8 @@ def _run_level(client, requests, plan: LoadPlan, mode: str, level, metrics_url: 
         if wire is not None and not wire.http1:
             h2load.count_server_errors(summary, h2load.server_errors(before, after, wire.method, level),
                                        len(requests[0].images))
-        summary["mean_batch_size"] = server_metrics.mean_batch_size(before, after)
+        summary["mean_batch_size"] = server_metrics.histogram_mean(before, after, "genet_batch_size")
+        summary["mean_batches_in_flight"] = server_metrics.histogram_mean(before, after, "genet_batches_in_flight")
         cpu["server"] = _per_image_ms(server_metrics.cpu_seconds(before, after), images)
     summary["cpu_ms_per_image"] = cpu
     return summary

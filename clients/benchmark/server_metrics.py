@@ -1,4 +1,4 @@
-"""Reads a server's Prometheus /metrics: request counts, the batch sizes it actually ran, its CPU time."""
+"""Reads a server's Prometheus /metrics: request counts, the batches it actually ran, its CPU time."""
 import urllib.request
 from typing import Dict, Optional, Tuple
 
@@ -28,11 +28,13 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def mean_batch_size(before: Samples, after: Samples) -> Optional[float]:
-    """Mean images per inference batch between two scrapes, None when no batch ran."""
-    batches = delta(before, after, "genet_batch_size_count")
-    images = delta(before, after, "genet_batch_size_sum")
-    return round(images / batches, 3) if batches > 0 else None
+def histogram_mean(before: Samples, after: Samples, histogram: str) -> Optional[float]:
+    """The mean of what a histogram observed between two scrapes, None when it observed nothing: with
+    genet_batch_size the mean images per inference batch, with genet_batches_in_flight the mean batches
+    computing when one starts (1.0: the workers take turns)."""
+    count = delta(before, after, f"{histogram}_count")
+    total = delta(before, after, f"{histogram}_sum")
+    return round(total / count, 3) if count > 0 else None
 
 
 def cpu_seconds(before: Samples, after: Samples) -> Optional[float]:

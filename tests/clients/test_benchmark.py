@@ -40,6 +40,7 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
                                                                        labelled_folder, tmp_path):
     out = tmp_path / "report"
     status = main(["--start-server", "--model-repository", str(model_repository), "--max-batch-size", "1,4",
+                   "--server-arg=--instances=2", "--server-arg=--threads=1",
                    "--concurrency", "1,4", "--images-per-request", "1,2", "--warmup", "0.3", "--duration", "1",
                    "--images", *images,
                    "--data", str(labelled_folder), "--offline-seconds", "0.3", "--out", str(out)])
@@ -63,6 +64,12 @@ def test_sweep_over_started_servers_with_offline_baseline_and_accuracy(model_rep
         assert 0 < run["machine_busy"] <= 1
     assert {r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs1"} == {1.0}
     assert [r["mean_batch_size"] for r in runs if r["server"] == "mslite mbs4" and r["concurrency"] == 1] == [1.0, 2.0]
+    # Two workers: a lone image's batch starts alone; a lone 2-image request at max batch 1 starts its second
+    # batch beside its first; 4 single-image requests at max batch 1 keep both workers busy.
+    in_flight = {(r["server"], r["concurrency"], r["images_per_request"]): r["mean_batches_in_flight"] for r in runs}
+    assert in_flight[("mslite mbs1", 1, 1)] == in_flight[("mslite mbs4", 1, 1)] == in_flight[("mslite mbs4", 1, 2)] == 1
+    assert in_flight[("mslite mbs1", 1, 2)] == 1.5
+    assert in_flight[("mslite mbs1", 4, 1)] > 1.2
 
     assert [entry["batch_size"] for entry in report["offline"]] == [1, 2, 4]
     for entry in report["offline"]:

@@ -6,8 +6,8 @@ and server share the cores, what the load generator burns is missing from the se
 It also records how busy the machine's cores were (`machine_busy`, 0-1 of all cores): a level that
 leaves cores idle is limited by waiting, not by CPU; and, from the server's metrics, the mean batch it
 ran and the mean batches computing when one started (`mean_batches_in_flight`: near 1 with several
-workers, they took turns). With an `H2loadTarget`, h2load generates the
-closed-loop levels (clients.benchmark.h2load); its CPU counts as the client's.
+workers, they took turns). With an `H2loadTarget`, h2load generates the closed-loop levels
+(clients.benchmark.h2load); its CPU counts as the client's.
 """
 import itertools
 import resource

@@ -88,7 +88,7 @@ def _grpc_call(service, method: str, message, timeout_s: float, auth) -> WireCal
     """A unary gRPC call: POST /<service>/<method>, the message behind its 5-byte length prefix."""
     payload = message.SerializeToString()
     headers = (("content-type", "application/grpc"), ("te", "trailers"),
-               ("grpc-timeout", f"{max(1, round(timeout_s * 1000))}m")) + auth
+               ("grpc-timeout", f"{_whole_ms(timeout_s)}m")) + auth
     return WireCall(f"/{service.full_name}/{method}", headers, b"\0" + struct.pack(">I", len(payload)) + payload,
                     http1=False, method=method)
 
@@ -107,8 +107,9 @@ def run_closed_loop(address: str, call: WireCall, images: int, concurrency: int,
     with tempfile.TemporaryDirectory(prefix="genet-h2load-") as folder:
         body, log = Path(folder) / "body", Path(folder) / "calls.tsv"
         body.write_bytes(call.body)
-        command = [h2load_path(), *connections, "-D", _ms(warmup_s + duration_s), "-N", _ms(timeout_s),
-                   "-d", str(body), "--log-file", str(log), *headers, f"http://{address}{call.path}"]
+        command = [h2load_path(), *connections, "-D", f"{_whole_ms(warmup_s + duration_s)}ms",
+                   "-N", f"{_whole_ms(timeout_s)}ms", "-d", str(body), "--log-file", str(log), *headers,
+                   f"http://{address}{call.path}"]
         completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    timeout=warmup_s + duration_s + timeout_s + 30.0, check=False)
         if completed.returncode != 0 or not log.exists():
@@ -121,9 +122,9 @@ def run_closed_loop(address: str, call: WireCall, images: int, concurrency: int,
     return Measurement(records, window_start, window_start + duration_s, unfinished=0)
 
 
-def _ms(seconds: float) -> str:
-    """A duration as h2load reads it (whole units, here milliseconds; at least 1)."""
-    return f"{max(1, round(seconds * 1000))}ms"
+def _whole_ms(seconds: float) -> int:
+    """A duration in whole milliseconds, at least 1: h2load's options and gRPC's timeout header take whole units."""
+    return max(1, round(seconds * 1000))
 
 
 def _record(line: str, images: int, http1: bool) -> Record:

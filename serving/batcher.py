@@ -6,7 +6,9 @@ with what is queued if no batch is computing (an idle server never waits); while
 computes, it takes queued images until the batch is full or the oldest waiting image has waited
 `max_delay_s` (measured with `time.monotonic()`), or until the computing batches end. It drops
 work whose caller cancelled or whose deadline passed, and awaits the batch's predict coroutine (the
-worker pool's: it writes the batch to an inference worker's pipe and reads the logits back).
+worker pool's: it writes the batch to an inference worker's pipe and reads the logits back). When a
+batch's logits arrive, the next batch goes to the worker before the callers of this one resume (see
+_run_batch): the worker computes while the front answers.
 Admission is counted in images from the moment a request arrives (before preprocessing), so an
 overloaded server answers RESOURCE_EXHAUSTED at once without decoding anything: `admit()` holds the
 capacity while the caller prepares its images and submits them through the ticket it yields.
@@ -206,16 +208,21 @@ class DynamicBatcher:
     def _start_batch(self, batch: List[Slot]) -> None:
         """Compute `batch` in a task of its own; the slot is free again when it ends."""
         self._metrics.batch_size.observe(len(batch))
-        task = asyncio.get_running_loop().create_task(self._compute(batch))
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
         self._computing[task] = batch
         self._metrics.batches_in_flight.observe(len(self._computing))
         task.add_done_callback(self._on_batch_done)
 
+    def _end_batch(self, task: asyncio.Task) -> None:
+        """Free the slot of the batch `task` computes and wake the batching task (a batch waiting for its
+        delay starts now if this was the last one computing); once per batch, later calls do nothing."""
+        if self._computing.pop(task, None) is not None:
+            self._slots.release()
+            self._wakeup.set()
+
     def _on_batch_done(self, task: asyncio.Task) -> None:
-        """Free the batch's slot; a batch task that raised (a bug) ends the batching task."""
-        del self._computing[task]
-        self._slots.release()
-        self._wakeup.set()  # a batch waiting for its delay starts now if this was the last one computing
+        """Free the batch's slot if its task has not; a batch task that raised (a bug) ends the batching task."""
+        self._end_batch(task)
         if not task.cancelled() and task.exception() is not None and self._batch_error is None:
             self._batch_error = task.exception()
             self._task.cancel()
@@ -229,10 +236,11 @@ class DynamicBatcher:
             if remaining <= 0:
                 return
             self._wakeup.clear()
+            timer = asyncio.get_running_loop().call_later(remaining, self._wakeup.set)  # no task, unlike wait_for
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
-                return
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
 
     def _queued_images(self) -> int:
         return sum(len(work.arrays) - work.next_index for work in self._queue)
@@ -272,20 +280,34 @@ class DynamicBatcher:
         work.ticket.release(dropped)
         return True
 
-    async def _compute(self, batch: List[Slot]) -> None:
-        """Run `batch` and deliver its rows; if inference raises, isolate the failing request."""
+    async def _run_batch(self, batch: List[Slot]) -> None:
+        """The task of one batch: compute it, free its slot, then resume the callers it completed.
+
+        The callers resume two loop turns later: in the first, the batching task (woken by _end_batch)
+        starts the next batch; in the second, that batch's task writes it to the idle worker. Resumed at
+        once, the callers (ranking, answering: ~0.1 ms each) would run first while the worker waits:
+        measured with 2 workers on 2 cores (demo model, concurrency 16, single images, 6 alternating
+        runs), the server then sent 873-1,102 img/s against 898-1,266 this way (1.03-1.22 x per pair).
+        """
+        outputs = await self._compute(batch)
+        if outputs is None:
+            return
+        completed = self._deliver_rows(batch, outputs)
+        self._end_batch(asyncio.current_task())
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, _resolve, completed)
+
+    async def _compute(self, batch: List[Slot]) -> Optional[np.ndarray]:
+        """The rows of `batch`; None if inference raised, after failing (or isolating) the requests at fault."""
         try:
-            outputs = await self._infer([work.arrays[index] for work, index in batch])
+            return await self._infer([work.arrays[index] for work, index in batch])
         except ServingError as error:  # the batch failed as a whole (e.g. its worker died): no retry
             LOG.error("a batch of %d images failed: %s", len(batch), error)
             self._fail(batch, error)
-            return
         except Exception as error:
             reraise_cancellation(error)
             await self._isolate(batch, error)
-            return
-        for row, (work, index) in enumerate(batch):
-            self._deliver(work, index, outputs[row])
+        return None
 
     async def _infer(self, arrays: List[np.ndarray]) -> np.ndarray:
         """The model's rows for `arrays`."""
@@ -315,14 +337,23 @@ class DynamicBatcher:
         middle = len(requests) // 2
         for half in (requests[:middle], requests[middle:]):
             self._metrics.batch_retries.inc()
-            await self._compute([slot for request in half for slot in request])
+            slots = [slot for request in half for slot in request]
+            outputs = await self._compute(slots)
+            if outputs is not None:
+                _resolve(self._deliver_rows(slots, outputs))
 
-    def _deliver(self, work: _Work, index: int, output: np.ndarray) -> None:
-        work.outputs[index] = output
-        work.pending -= 1
-        work.ticket.release(1)
-        if work.pending == 0 and not work.future.done():
-            work.future.set_result(np.stack(work.outputs))
+    @staticmethod
+    def _deliver_rows(batch: List[Slot], outputs: np.ndarray) -> List[Tuple[_Work, np.ndarray]]:
+        """Store each image's row and release its slot in the queue; the requests now complete, each with
+        its rows stacked in order."""
+        completed = []
+        for row, (work, index) in enumerate(batch):
+            work.outputs[index] = outputs[row]
+            work.pending -= 1
+            work.ticket.release(1)
+            if work.pending == 0:
+                completed.append((work, np.stack(work.outputs)))
+        return completed
 
     def _fail(self, batch: List[Slot], error: Exception) -> None:
         """Fail the requests of `batch` and release their images in it."""
@@ -355,6 +386,14 @@ class DynamicBatcher:
         self._queue.clear()
         if self._on_failure is not None and (self._batch_error is not None or not task.cancelled()):
             self._on_failure()
+
+
+def _resolve(completed: List[Tuple[_Work, np.ndarray]]) -> None:
+    """Hand each completed request its rows, unless it already ended (cancelled, or failed by another
+    batch holding part of it, or by the batching task's end)."""
+    for work, rows in completed:
+        if not work.future.done():
+            work.future.set_result(rows)
 
 
 def _drop_reason(deadline: Optional[float], now: float) -> str:

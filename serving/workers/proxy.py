@@ -96,8 +96,9 @@ class WorkerBackend(Backend):
         if self._channel is None:
             raise self._gone()
         try:
-            reply, output = await asyncio.wait_for(
-                self._exchange_async({"op": "predict"}, np.ascontiguousarray(batch, dtype=np.float32)), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # unlike wait_for, no task: the batch leaves at once
+                await self._channel.send_async({"op": "predict"}, np.ascontiguousarray(batch, dtype=np.float32))
+                reply, output = await self._channel.receive_async()
         except (EOFError, BrokenPipeError):
             returncode = await asyncio.get_running_loop().run_in_executor(None, self._exit_code)
             raise self._died("predict", returncode) from None
@@ -111,10 +112,6 @@ class WorkerBackend(Backend):
         if not reply.get("ok"):
             raise remote_error(reply, self.backend)
         return output
-
-    async def _exchange_async(self, header: Header, tensor: np.ndarray):
-        await self._channel.send_async(header, tensor)
-        return await self._channel.receive_async()
 
     def warm_up(self, sample: np.ndarray, max_batch_size: int) -> None:
         """Backend.warm_up in the worker; remembered, so that restart() warms the new worker up too."""

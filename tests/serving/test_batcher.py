@@ -191,6 +191,46 @@ def test_with_wait_when_idle_a_lone_request_waits_the_delay_for_company():
     assert model.batch_sizes == [2]
 
 
+def test_when_a_batch_ends_the_queued_batch_goes_to_predict_before_the_finished_callers_resume():
+    """One worker computes a held batch while two requests queue behind it. When it ends, the queued batch is
+    handed to predict first and the finished batch's caller resumes after: the worker computes while the
+    front answers."""
+    log = []
+
+    async def main():
+        release = asyncio.get_running_loop().create_future()
+
+        async def predict(arrays):
+            values = [float(array.flat[0]) for array in arrays]
+            log.append(f"predict {values}")
+            if values == [1.0]:
+                await release
+            return np.stack([[value, value] for value in values])
+
+        batcher = DynamicBatcher(predict, max_batch_size=4, max_delay_s=10.0, max_queue_images=16,
+                                 metrics=ServingMetrics(4))
+        batcher.start()
+
+        async def caller(value):
+            logits = await classify(batcher, images(value))
+            log.append(f"resumed {value}")
+            return logits
+
+        first = asyncio.ensure_future(caller(1))
+        await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(caller(value)) for value in (2, 3)]
+        await asyncio.sleep(0.01)
+        release.set_result(None)
+        results = await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert log == ["predict [1.0]", "predict [2.0, 3.0]", "resumed 1", "resumed 2", "resumed 3"]
+    for value, logits in zip((1, 2, 3), results):
+        np.testing.assert_array_equal(logits, [[value, value]])
+
+
 def test_admission_beyond_the_queue_size_is_refused_at_once_and_freed_after_compute():
     model = RecordingModel()
 

@@ -206,7 +206,7 @@ class DynamicBatcher:
             await asyncio.wait(list(self._computing))
 
     def _start_batch(self, batch: List[Slot]) -> None:
-        """Compute `batch` in a task of its own; the slot is free again when it ends."""
+        """Compute `batch` in a task of its own; the slot is free again once its rows arrive (or it fails)."""
         self._metrics.batch_size.observe(len(batch))
         task = asyncio.get_running_loop().create_task(self._run_batch(batch))
         self._computing[task] = batch

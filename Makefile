@@ -31,7 +31,7 @@ SERVE_ARGS ?=
 # Built by `make data`; a prerequisite of the targets that need the data but pass ARGS elsewhere.
 TEST_DATA := data/photos/labels.json
 
-.PHONY: help setup protos browser h2load data train train-distributed eval export export-random serve classify bench reference-model bench-reference reference-trained demo stress stress-reference test test-all clean
+.PHONY: help setup protos browser h2load data train train-distributed eval export export-random serve classify bench compare reference-model bench-reference reference-trained demo stress stress-reference test test-all clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -121,6 +121,14 @@ bench: setup $(LOAD_PREREQUISITE) ## Lite and OpenVINO (f32; bf16 where the CPU 
 	  --server-arg=--model-name=$(NAME) --server-arg=--max-queue-size=512 --server-arg=--threads=1 --server-arg=--instances=2 --max-batch-size 1,16 \
 	  --concurrency 1,4,16 --warmup 1 --duration 3 --images-per-request 1,16 --protocol $(BENCH_PROTOCOLS) \
 	  --load-generator $(LOAD_GENERATOR) --data $(DATA) --out reports $(ARGS)
+
+# A change's effect on the server, side by side: the server of BEFORE (another checkout, e.g. `git worktree
+# add ../before HEAD~1`, with this one's genet/ and inference/ stubs copied in if protos/ did not change)
+# and this checkout's, in alternating rounds of single images at c=16 (clients/benchmark/checkouts.py).
+compare: setup $(LOAD_PREREQUISITE) ## the server of BEFORE (another checkout) against this one's, alternating rounds: single images at c=16 -> img/s ratio per round
+	@test -n "$(BEFORE)" || { echo "usage: make compare BEFORE=path/to/another/checkout [ARGS=...]" >&2; exit 2; }
+	$(PY) -m clients.benchmark.checkouts --checkout $(BEFORE) --checkout . --model-repository $(MODELS) \
+	  --server-arg=--model-name=$(NAME) --images $(DATA) --load-generator $(LOAD_GENERATOR) $(ARGS)
 
 # The reference network (theta-plus, 224 px, 1000 classes) with random weights and BatchNorm statistics
 # calibrated on real photos, exported once into REFERENCE_MODELS; servers and baselines on 2 threads.

@@ -40,15 +40,17 @@ class ServerProcess:
     """A `python -m serving ARGS` child on 127.0.0.1 and free ports; a context manager (start, stop).
 
     `args` come after `--host 127.0.0.1 --port 0 --metrics-port 0`, so they may override them;
-    `credentials` are for a server that speaks TLS. Once started: `address` (host:port), `metrics_url`,
+    `credentials` are for a server that speaks TLS; `checkout` is the repository whose code runs (default:
+    this one; clients.benchmark.checkouts starts others). Once started: `address` (host:port), `metrics_url`,
     `http_url` (the KServe v2 HTTP endpoint's base URL when started with --http-port, else None),
     `process` (the Popen) and `health_seen` (the distinct health statuses seen while waiting for SERVING).
     """
 
     def __init__(self, args: Sequence[str], log_path: Path, *, python: Optional[str] = None,
                  startup_timeout_s: float = 300.0, grace_s: float = 60.0,
-                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
+                 credentials: Optional[grpc.ChannelCredentials] = None, checkout: Path = REPO_ROOT) -> None:
         self.args = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args]
+        self.checkout = checkout  # the repository whose server runs (its code: the process starts there)
         self.log_path = Path(log_path)
         self.python = python or sys.executable  # the front runs in .venv for every backend (docs/workers.md)
         self.process: Optional[subprocess.Popen] = None
@@ -69,7 +71,7 @@ class ServerProcess:
         """Launch the process and wait until its health service says SERVING (stopped again on failure)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([self.python, "-m", "serving", *self.args], cwd=str(REPO_ROOT),
+            self.process = subprocess.Popen([self.python, "-m", "serving", *self.args], cwd=str(self.checkout),
                                             stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + self._startup_timeout_s

@@ -9,10 +9,12 @@ import matplotlib.pyplot as plt
 import psutil
 import pytest
 
+from clients.benchmark import checkouts
 from clients.benchmark.cli import load_images, main, parse_args
 from clients.benchmark.report import draw, format_summary, panel_series, series_styles
 from clients.benchmark.runner import busy_fraction
 from clients.benchmark.runtimes import BackendChoice, measurable, native_bf16, parse_backend
+from runtime_env import REPO_ROOT
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "max")
 
@@ -301,3 +303,36 @@ def test_the_legend_fits_a_single_column_figure():
     plt.close(figure)
     assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1
     assert len(figure.axes) == 4
+
+
+@needs_h2load
+def test_checkouts_measures_every_checkout_in_alternating_rounds(model_repository, images, tmp_path, capsys):
+    """This checkout twice (an A/A comparison): each round starts both servers in turn and loads each with
+    h2load; the ratios are each round's pair, the first checkout's are 1."""
+    report_path, logs = tmp_path / "checkouts.json", tmp_path / "logs"
+    status = checkouts.main(["--checkout", str(REPO_ROOT), "--checkout", str(REPO_ROOT),
+                             "--model-repository", str(model_repository), "--images", *map(str, images),
+                             "--rounds", "2", "--concurrency", "2", "--warmup", "0.3", "--duration", "1",
+                             "--server-arg=--instances=1", "--log-dir", str(logs), "--json", str(report_path)])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["checkouts"] == [str(REPO_ROOT)] * 2 and "--instances=1" in report["server_args"]
+    for runs in report["runs"]:
+        assert [(run["concurrency"], run["load_generator"]) for run in runs] == [(2, "h2load")] * 2
+        for run in runs:
+            assert run["errors"] == {} and run["throughput_ips"] > 0 and run["mean_batch_size"] >= 1
+    first, second = report["runs"]
+    assert report["summary"][0]["throughput_over_first"] == [1.0, 1.0]
+    assert report["summary"][1]["throughput_over_first"] == [
+        round(b["throughput_ips"] / a["throughput_ips"], 3) for a, b in zip(first, second)]
+    assert sorted(path.name for path in logs.iterdir()) == [
+        "server-1-round-1.log", "server-1-round-2.log", "server-2-round-1.log", "server-2-round-2.log"]
+    assert capsys.readouterr().out.count("(median)") == 2
+
+
+def test_checkouts_refuses_a_checkout_without_its_grpc_stubs_before_starting_any_server(model_repository, images,
+                                                                                       tmp_path, capsys):
+    status = checkouts.main(["--checkout", str(REPO_ROOT), "--checkout", str(tmp_path),
+                             "--model-repository", str(model_repository), "--images", *map(str, images)])
+    assert status == 2
+    assert f"{tmp_path}: no genet/v1/classifier_pb2_grpc.py" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
 
 from clients.benchmark.servers import REPO_ROOT
@@ -16,6 +17,9 @@ from modelrepo.manifest import ModelFile, read_manifest
 from runtime_env import backend_python
 from serving.backends import BackendError
 from serving.manifest import served_file
+from serving.metrics import ServingMetrics
+from serving.settings import Settings
+from serving.workers.pool import WorkerPool
 from serving.workers.protocol import PREFIX, Channel, ProtocolError
 from serving.workers.proxy import WorkerBackend, WorkerDied, WorkerError, WorkerTimeout
 
@@ -222,6 +226,44 @@ def test_an_event_loop_predict_cancelled_half_way_kills_its_worker(lite_worker, 
 
     asyncio.run(cancel_in_flight())
     assert gone(pid) and lite_worker.pid is None  # its pipe would be out of step with the next call
+
+
+def read_bytes(pid: int) -> int:
+    """Bytes the process has read so far (rchar of /proc/PID/io: pipes included)."""
+    with open(f"/proc/{pid}/io") as handle:
+        return int(next(line for line in handle if line.startswith("rchar:")).split()[1])
+
+
+def test_the_pools_predict_writes_the_batch_to_an_idle_worker_before_it_first_waits(manifest, images):
+    """The batcher resumes a finished batch's callers two loop turns after it starts the next batch
+    (serving.batcher._run_batch): that keeps the worker busy only if the pool's predict writes the batch
+    to the worker's pipe in its first step. After that one step the loop is blocked: the worker must
+    still receive the whole batch."""
+    batch = list(images[:4])
+
+    async def first_step_then_block():
+        settings = Settings(backend="mslite", instances=1, threads=1, max_batch_size=MAX_BATCH_SIZE)
+        pool = WorkerPool(served_file(manifest, "mslite"), settings, ServingMetrics(MAX_BATCH_SIZE),
+                          manifest.version, "test-pool", lambda: None)
+        others = {child.pid for child in psutil.Process().children()}
+        await pool.start(images[0])
+        try:
+            (worker,) = [child for child in psutil.Process().children() if child.pid not in others]
+            before = read_bytes(worker.pid)
+            pending = asyncio.ensure_future(pool.predict(batch))
+            await asyncio.sleep(0)  # runs the predict task's first step, nothing more
+            deadline = time.monotonic() + 10
+            while read_bytes(worker.pid) - before < images[:4].nbytes and time.monotonic() < deadline:
+                time.sleep(0.01)  # blocks the loop: only the worker can make progress
+            received = read_bytes(worker.pid) - before
+            logits = await pending
+        finally:
+            await pool.close()
+        return received, logits
+
+    received, logits = asyncio.run(first_step_then_block())
+    assert received >= images[:4].nbytes
+    assert logits.shape == (4, manifest.num_classes)
 
 
 def test_close_ends_the_worker(manifest, images):

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -82,8 +83,9 @@ def summarise(runs: Sequence[Sequence[dict]]) -> List[dict]:
     for own in runs:
         columns = zip(*(run_values(run) for run in own))
         medians = {name: _median(values) for (name, _), values in zip(COLUMNS, columns)}
-        ratios = [run["throughput_ips"] / base["throughput_ips"] for run, base in zip(own, runs[0])]
-        summary.append({"medians": medians, "throughput_over_first": [round(ratio, 3) for ratio in ratios]})
+        ratios = [round(run["throughput_ips"] / base["throughput_ips"], 3) if base["throughput_ips"] else None
+                  for run, base in zip(own, runs[0])]  # None: the first checkout's server answered nothing
+        summary.append({"medians": medians, "throughput_over_first": ratios})
     return summary
 
 
@@ -131,8 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{checkout}: no {', '.join(missing)}: run `make protos` there (or copy genet/ and inference/ from "
                   "here if its protos/ are the same)", file=sys.stderr)
             return 2
-    if args.load_generator == "h2load":
-        h2load.h2load_path()  # fails here, with the install hint, if it is missing
+    if args.load_generator == "h2load" and shutil.which("h2load") is None:
+        print(f"h2load is not on PATH: {h2load.INSTALL_HINT} (or --load-generator python)", file=sys.stderr)
+        return 2
     os.environ.setdefault(LITE_PYTHON_ENV, lite_python())  # the checkouts' servers share this checkout's Lite
     server_args = ["--model-repository", str(args.model_repository.resolve()), "--backend", args.backend,
                    *BENCH_SERVER_ARGS, *args.server_arg]

@@ -336,3 +336,17 @@ def test_checkouts_refuses_a_checkout_without_its_grpc_stubs_before_starting_any
                              "--model-repository", str(model_repository), "--images", *map(str, images)])
     assert status == 2
     assert f"{tmp_path}: no genet/v1/classifier_pb2_grpc.py" in capsys.readouterr().err
+
+
+def test_checkouts_summary_medians_skip_missing_values_and_a_round_the_first_checkout_lost_has_no_ratio():
+    def run(images_per_s, batch=None):
+        return {"throughput_ips": images_per_s, "latency_ms": {"p50": 2.0}, "machine_busy": 0.5,
+                "mean_batch_size": batch, "mean_batches_in_flight": None, "cpu_ms_per_image": {"server": 0.7}}
+
+    first, second = checkouts.summarise([[run(0.0), run(100.0, 4.0), run(200.0, 6.0)],
+                                         [run(50.0), run(150.0, 5.0), run(100.0)]])
+    assert first["throughput_over_first"] == [None, 1.0, 1.0]
+    assert second["throughput_over_first"] == [None, 1.5, 0.5]
+    assert first["medians"] == {"img/s": 100.0, "p50 ms": 2.0, "busy": 0.5, "batch": 5.0, "flight": None,
+                                "front ms": 0.7}
+    assert second["medians"]["img/s"] == 100.0 and second["medians"]["batch"] == 5.0

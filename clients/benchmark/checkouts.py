@@ -7,10 +7,10 @@ Each round starts the server of every checkout in turn (`python -m serving` run 
 this interpreter and the same options: the bench's, 2 workers of 1 thread at max batch 16, and yours)
 and measures one closed-loop level on it (default: h2load, concurrency 16, one image per request, 2 s of
 warm-up, 6 s measured), so that the machine's drift between rounds falls on every checkout alike: on a
-shared or virtual machine only ratios within a round mean much. Prints a line per server run, then per
-checkout the medians and its throughput over the first checkout's, round by round. Each checkout needs
-its generated gRPC stubs (`make protos` there); the Lite worker runs with $GENET_LITE_PYTHON, else with
-this checkout's .venv-lite.
+shared or virtual machine only ratios within a round mean much. Logs each run as it ends, then prints a
+table: every run, per checkout its medians, and img/s over the first checkout's in the same round. Each
+checkout needs its generated gRPC stubs (`make protos` there); the Lite worker runs with
+$GENET_LITE_PYTHON, else with this checkout's .venv-lite.
 """
 import argparse
 import dataclasses
@@ -28,6 +28,7 @@ from clients.benchmark import h2load
 from clients.benchmark.accuracy import IMAGE_SUFFIXES
 from clients.benchmark.cli import load_images
 from clients.benchmark.progress import ProgressLine
+from clients.benchmark.report import cell, cpu_ms_per_image, text_table
 from clients.benchmark.runner import LoadPlan, run_levels
 from clients.benchmark.servers import ServerProcess
 from clients.client import ClassifierClient
@@ -35,12 +36,12 @@ from runtime_env import LITE_PYTHON_ENV, lite_python
 
 BENCH_SERVER_ARGS = ("--threads", "1", "--instances", "2", "--max-batch-size", "16", "--max-queue-size", "512")
 STUBS = ("genet/v1/classifier_pb2_grpc.py", "inference/grpc_predict_v2_pb2_grpc.py")
-COLUMNS = (("img/s", lambda run: run["throughput_ips"]), ("p50 ms", lambda run: run["latency_ms"]["p50"]),
-           ("busy", lambda run: run["machine_busy"]), ("batch", lambda run: run.get("mean_batch_size")),
-           ("flight", lambda run: run.get("mean_batches_in_flight")),
-           ("front ms", lambda run: run["cpu_ms_per_image"].get("server")))
-"""The table's columns: name, and its value in a run of clients.benchmark.runner (front ms: the front
-process's CPU ms per image)."""
+COLUMNS = (("img/s", 1, lambda run: run["throughput_ips"]), ("p50 ms", 1, lambda run: run["latency_ms"]["p50"]),
+           ("busy", 2, lambda run: run["machine_busy"]), ("batch", 2, lambda run: run.get("mean_batch_size")),
+           ("flight", 2, lambda run: run.get("mean_batches_in_flight")),
+           ("front ms", 2, lambda run: cpu_ms_per_image(run, "server")))
+"""The table's columns: name, decimals, and its value in a run of clients.benchmark.runner (front ms: the
+front process's CPU ms per image)."""
 
 
 def missing_stubs(checkout: Path) -> List[str]:
@@ -61,19 +62,25 @@ def measure(checkout: Path, server_args: Sequence[str], images: Sequence[Path], 
     return run
 
 
-def format_row(label: str, cells: Sequence[str]) -> str:
-    """A line of the table: a label and one cell per column."""
-    return f"{label:<48} " + " ".join(f"{cell:>8}" for cell in cells)
-
-
-def run_cells(values: Sequence[Optional[float]]) -> List[str]:
-    """The columns' values as cells: 3 significant digits below 10, whole numbers above, "-" for none."""
-    return ["-" if value is None else f"{value:.3g}" if value < 10 else f"{value:.0f}" for value in values]
-
-
 def run_values(run: dict) -> List[Optional[float]]:
     """One server run's value in each column."""
-    return [pick(run) for _, pick in COLUMNS]
+    return [pick(run) for _, _, pick in COLUMNS]
+
+
+def format_table(checkouts: Sequence[Path], runs: Sequence[Sequence[dict]], summary: Sequence[dict]) -> List[str]:
+    """A row per server run, then per checkout its medians; the last column is img/s over the first
+    checkout's in the same round (in a median row: the median of those)."""
+    rows = []
+    for index, (checkout, own, result) in enumerate(zip(checkouts, runs, summary)):
+        ratios = result["throughput_over_first"]
+        for round_index, (run, ratio) in enumerate(zip(own, ratios)):
+            rows.append(_row(f"{index + 1} {checkout} ({round_index + 1})", run_values(run), ratio))
+        rows.append(_row(f"{index + 1} {checkout} (median)", list(result["medians"].values()), _median(ratios)))
+    return text_table(("checkout (round)", *(name for name, _, _ in COLUMNS), "x first"), rows)
+
+
+def _row(label: str, values: Sequence[Optional[float]], ratio: Optional[float]) -> tuple:
+    return (label, *(cell(value, digits) for value, (_, digits, _) in zip(values, COLUMNS)), cell(ratio, 2))
 
 
 def summarise(runs: Sequence[Sequence[dict]]) -> List[dict]:
@@ -82,7 +89,7 @@ def summarise(runs: Sequence[Sequence[dict]]) -> List[dict]:
     summary = []
     for own in runs:
         columns = zip(*(run_values(run) for run in own))
-        medians = {name: _median(values) for (name, _), values in zip(COLUMNS, columns)}
+        medians = {name: _median(values) for (name, _, _), values in zip(COLUMNS, columns)}
         ratios = [round(run["throughput_ips"] / base["throughput_ips"], 3) if base["throughput_ips"] else None
                   for run, base in zip(own, runs[0])]  # None: the first checkout's server answered nothing
         summary.append({"medians": medians, "throughput_over_first": ratios})
@@ -145,18 +152,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="genet-checkouts-"))
     progress = ProgressLine()
     runs: List[List[dict]] = [[] for _ in checkouts]
-    print(format_row("checkout (round)", [name for name, _ in COLUMNS]))
     for round_index in range(args.rounds):
         for index, checkout in enumerate(checkouts):
             log_path = log_dir / f"server-{index + 1}-round-{round_index + 1}.log"
-            run = measure(checkout, server_args, images, plan, args.load_generator, log_path, progress)
-            runs[index].append(run)
-            print(format_row(f"{index + 1} {checkout} ({round_index + 1})", run_cells(run_values(run))), flush=True)
+            runs[index].append(measure(checkout, server_args, images, plan, args.load_generator, log_path, progress))
     summary = summarise(runs)
-    for index, (checkout, result) in enumerate(zip(checkouts, summary)):
-        ratios = ", ".join(str(ratio) for ratio in result["throughput_over_first"])
-        print(format_row(f"{index + 1} {checkout} (median)", run_cells(list(result["medians"].values())))
-              + f"   img/s over the first: {ratios}")
+    print("\n".join(format_table(checkouts, runs, summary)))
     if args.json:
         args.json.write_text(json.dumps({"checkouts": [str(checkout) for checkout in checkouts],
                                          "server_args": server_args, "load": dataclasses.asdict(plan),

@@ -49,7 +49,7 @@ def csv_rows(report: dict) -> List[dict]:
             mean_batch_size=run.get("mean_batch_size"), mean_batches_in_flight=run.get("mean_batches_in_flight"),
             offline_batch_size=run.get("offline_batch_size"),
             efficiency=run.get("efficiency"), errors=sum(run["errors"].values()),
-            server_cpu_ms_per_image=_cpu(run, "server"), client_cpu_ms_per_image=_cpu(run, "client"),
+            server_cpu_ms_per_image=cpu_ms_per_image(run, "server"), client_cpu_ms_per_image=cpu_ms_per_image(run, "client"),
             machine_busy=run.get("machine_busy"), load_generator=run.get("load_generator"),
             **{f"latency_{k}_ms": run["latency_ms"][k] for k in LATENCY_KEYS}))
     for entry in report["offline"] + report.get("runtimes", []):
@@ -67,7 +67,8 @@ def _source(entry: dict) -> List[str]:
     return [entry["runtime"], entry["precision"]] if "runtime" in entry else [entry.get("backend") or "server"]
 
 
-def _cpu(run: dict, side: str):
+def cpu_ms_per_image(run: dict, side: str):
+    """A run's CPU ms per image of the "server" or the "client" (the load generator), None if not measured."""
     return run.get("cpu_ms_per_image", {}).get(side)
 
 
@@ -229,7 +230,8 @@ def _legend_columns(handles: list, panels: int) -> int:
     return min(len(handles), 5 if panels > 1 else 2)
 
 
-def _cell(value, digits: int = 1) -> str:
+def cell(value, digits: int = 1) -> str:
+    """A table cell: floats with `digits` decimals, None as "-", anything else as text."""
     if value is None:
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -239,33 +241,33 @@ def format_summary(report: dict) -> str:
     """The report as aligned text tables: server runs, offline baselines, runtimes, skipped backends, accuracy."""
     header = ("server", "mbs", "load", "img/req", "img/s", "req/s", "p50", "p90", "p95", "p99", "max",
               "batch", "flight", "eff", "cpu srv", "cpu cli", "busy", "errors")
-    rows = [(run["server"], _cell(run.get("max_batch_size")), _level(run), str(run["images_per_request"]),
-             _cell(run["throughput_ips"]), _cell(run["throughput_rps"]),
-             *(_cell(run["latency_ms"][k]) for k in LATENCY_KEYS), _cell(run.get("mean_batch_size")),
-             _cell(run.get("mean_batches_in_flight"), 2), _cell(run.get("efficiency"), 2),
-             _cell(_cpu(run, "server"), 2), _cell(_cpu(run, "client"), 2), _cell(run.get("machine_busy"), 2),
+    rows = [(run["server"], cell(run.get("max_batch_size")), _level(run), str(run["images_per_request"]),
+             cell(run["throughput_ips"]), cell(run["throughput_rps"]),
+             *(cell(run["latency_ms"][k]) for k in LATENCY_KEYS), cell(run.get("mean_batch_size")),
+             cell(run.get("mean_batches_in_flight"), 2), cell(run.get("efficiency"), 2),
+             cell(cpu_ms_per_image(run, "server"), 2), cell(cpu_ms_per_image(run, "client"), 2), cell(run.get("machine_busy"), 2),
              _errors(run["errors"])) for run in report["runs"]]
     lines = ["server runs (latency in ms; batch = mean server batch; flight = mean batches computing as one "
              "starts; eff = img/s / offline img/s of the same backend at the same batch size; cpu = CPU ms per "
              "image of the server and of the load generator (this process, or h2load where the load says so); "
              "busy = share of the machine's cores not idle)"]
-    lines += _table(header, rows)
+    lines += text_table(header, rows)
     if report["offline"]:
         lines += ["", "offline baseline of each backend (same model and backend in-process, no gRPC: "
                   "preprocess + infer)"]
-        lines += _table(("backend", "runtime", "batch", "threads", "img/s", "p50", "p99", "max", "preprocess", "infer",
+        lines += text_table(("backend", "runtime", "batch", "threads", "img/s", "p50", "p99", "max", "preprocess", "infer",
                          "cpu"), [
-            (e.get("backend", "-"), e.get("runtime_version", "-"), str(e["batch_size"]), _cell(e.get("threads")),
-             _cell(e["throughput_ips"]), _cell(e["latency_ms"]["p50"]), _cell(e["latency_ms"]["p99"]),
-             _cell(e["latency_ms"]["max"]), _cell(e.get("preprocess_ms")), _cell(e.get("infer_ms")),
-             _cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"]])
+            (e.get("backend", "-"), e.get("runtime_version", "-"), str(e["batch_size"]), cell(e.get("threads")),
+             cell(e["throughput_ips"]), cell(e["latency_ms"]["p50"]), cell(e["latency_ms"]["p99"]),
+             cell(e["latency_ms"]["max"]), cell(e.get("preprocess_ms")), cell(e.get("infer_ms")),
+             cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"]])
     if report.get("runtimes"):
         lines += ["", "runtimes side by side (in-process, same images and preprocessing; served backends first)"]
-        lines += _table(("runtime", "precision", "batch", "threads", "img/s", "p50", "p99", "infer", "cpu"), [
+        lines += text_table(("runtime", "precision", "batch", "threads", "img/s", "p50", "p99", "infer", "cpu"), [
             (e.get("runtime_version", "-") + ("" if "runtime" in e else f" (served: {e.get('backend')})"),
-             e.get("precision", "f32"), str(e["batch_size"]), _cell(e.get("threads")), _cell(e["throughput_ips"]),
-             _cell(e["latency_ms"]["p50"]), _cell(e["latency_ms"]["p99"]), _cell(e.get("infer_ms")),
-             _cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"] + report["runtimes"]])
+             e.get("precision", "f32"), str(e["batch_size"]), cell(e.get("threads")), cell(e["throughput_ips"]),
+             cell(e["latency_ms"]["p50"]), cell(e["latency_ms"]["p99"]), cell(e.get("infer_ms")),
+             cell(e.get("cpu_ms_per_image"), 2)) for e in report["offline"] + report["runtimes"]])
     for entry in report.get("skipped", []):
         lines += ["", f"skipped backend {entry['backend']}: {entry['reason']}"]
     cpu = report.get("cpu")
@@ -280,7 +282,7 @@ def format_summary(report: dict) -> str:
             scored = f"{scored} evenly spaced of its {first['images_in_data']}"
         lines += ["", f"accuracy through the server over {first['data']} ({scored} images; failed "
                       "requests count as wrong):"]
-        lines += _table(("server", "top-1", "top-5", "failed"), [
+        lines += text_table(("server", "top-1", "top-5", "failed"), [
             (series, f"{entry['top1']:.2%} ({entry['top1_correct']})", f"{entry['top5']:.2%} ({entry['top5_correct']})",
              str(entry["failed"])) for series, entry in accuracy.items()])
     return "\n".join(lines)
@@ -290,7 +292,8 @@ def _errors(errors: dict) -> str:
     return ", ".join(f"{code} {count}" for code, count in errors.items()) or "0"
 
 
-def _table(header, rows) -> List[str]:
+def text_table(header, rows) -> List[str]:
+    """Rows of cells as aligned lines under the header: the first column left-aligned, the others right."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
             for row in [header, *rows]]

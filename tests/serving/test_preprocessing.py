@@ -17,7 +17,7 @@ from mindspore.dataset.vision import Inter
 from PIL import Image
 
 from clients.benchmark.servers import REPO_ROOT
-from modelrepo.manifest import read_manifest
+from modelrepo.manifest import Preprocessing, read_manifest
 from runtime_env import lite_python
 from serving.decoding import decode_rgb
 from serving.preprocessing import Preprocessor
@@ -106,6 +106,16 @@ def test_server_tensors_equal_the_training_eval_pipeline(request, image_set, pre
         assert here.dtype == lite.dtype == np.float32
         assert np.abs(here - expected).max() <= ONE_LEVEL, name
         assert np.abs(lite - expected).max() <= ONE_LEVEL, name
+
+
+def test_at_the_reference_size_the_server_tensors_equal_the_training_eval_pipeline(photos):
+    """The same check at 224 px (resize 256, 30 x the demo's pixels), the reference network's input."""
+    preset = EvalPreset(image_size=224)
+    preprocess = Preprocessor(Preprocessing(**preset.to_manifest()), MAX_PIXELS)
+    for name, data in photos.items():
+        expected, here = preset(data), preprocess(data)
+        assert here.shape == expected.shape == (3, 224, 224) and here.dtype == np.float32
+        assert np.abs(here - expected).max() <= ONE_LEVEL, name
 
 
 def test_every_pixel_format_decodes_exactly_like_mindspore_decode(mode_images, photos, lite_env_outputs):
